@@ -1,0 +1,160 @@
+//! Connection pools, embedded migrations and the two store types.
+//!
+//! `sqlite:` / a bare path selects SQLite (WAL mode, a busy timeout so `ferry keys create`
+//! works while `ferry serve` runs); `postgres://` or `postgresql://` selects PostgreSQL.
+//! Migrations are forward-only and embedded in the binary; each backend has its own
+//! directory because column types differ (BLOB vs BYTEA), while every query is shared.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::borrow::Cow;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::{DynStore, MetadataStore, Result, StoreError};
+
+/// Forward-only migrations, embedded in the binary: `(version, description, sqlite, postgres)`.
+/// Never edit a migration that has shipped; add a new one.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "init",
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/postgres/0001_init.sql"),
+)];
+
+fn migrator(postgres: bool) -> Migrator {
+    let migrations = MIGRATIONS
+        .iter()
+        .map(|(version, description, sqlite_sql, postgres_sql)| {
+            let sql = if postgres { postgres_sql } else { sqlite_sql };
+            Migration::new(
+                *version,
+                Cow::Borrowed(*description),
+                MigrationType::Simple,
+                Cow::Borrowed(*sql),
+                false,
+            )
+        })
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pub(crate) pool: SqlitePool,
+}
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pub(crate) pool: PgPool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the SQLite database at `url` (`sqlite://path` or a path).
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = if url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(url)
+                .map_err(|error| StoreError::InvalidUrl(error.to_string()))?
+        } else {
+            SqliteConnectOptions::new().filename(url)
+        };
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
+        Ok(SqliteStore { pool })
+    }
+
+    /// Applies pending migrations.
+    pub async fn migrate(&self) -> Result<()> {
+        migrator(false)
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migration)
+    }
+
+    /// The underlying pool (tests and tooling).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl PostgresStore {
+    /// Connects to PostgreSQL at `url`.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|error| StoreError::InvalidUrl(error.to_string()))?;
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options)
+            .await?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Applies pending migrations. Safe to run from several processes at once: sqlx takes an
+    /// advisory lock while migrating.
+    pub async fn migrate(&self) -> Result<()> {
+        migrator(true)
+            .run(&self.pool)
+            .await
+            .map_err(StoreError::Migration)
+    }
+
+    /// The underlying pool (tests and tooling).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+impl MetadataStore for SqliteStore {
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+}
+
+impl MetadataStore for PostgresStore {
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// Whether `url` selects PostgreSQL.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store at `url`, applies migrations and returns it.
+pub async fn open(url: &str) -> Result<DynStore> {
+    if is_postgres_url(url) {
+        let store = PostgresStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("mysql:") {
+        Err(StoreError::InvalidUrl(
+            "the metadata store supports SQLite (a path or sqlite://...) and PostgreSQL \
+             (postgres://...); MySQL is supported as a connection type only"
+                .to_string(),
+        ))
+    } else {
+        let store = SqliteStore::connect(url).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    }
+}

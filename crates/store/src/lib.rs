@@ -1,0 +1,146 @@
+//! Ferry's metadata store.
+//!
+//! One trait, [`MetadataStore`], composed of one trait per resource, with two implementations
+//! that share every SQL statement: SQLite (the embedded default) and PostgreSQL (for
+//! scale-out). Each resource lives in its own module:
+//!
+//! - [`organizations`]: tenants.
+//! - [`api_keys`]: API keys, stored as SHA-256 hashes, never in plaintext.
+//! - [`connections`]: connections; configuration as JSON with secrets split out and encrypted.
+//! - [`idempotency`]: `Idempotency-Key` records (first outcome replayed, in-flight locking).
+//!
+//! Supporting modules: [`secrets`] (AEAD encryption of secret values), [`backend`] (pools,
+//! embedded forward-only migrations, the SQLite/PostgreSQL store types).
+//!
+//! Timestamps are stored as epoch milliseconds so both backends store and sort them the same.
+
+use std::sync::Arc;
+
+use ferry_core::{ErrorCode, HasErrorCode};
+
+pub mod api_keys;
+pub mod backend;
+pub mod connections;
+pub mod idempotency;
+pub mod organizations;
+pub mod secrets;
+#[cfg(feature = "testsuite")]
+pub mod testing;
+
+pub use api_keys::{ApiKey, ApiKeyStore, NewApiKey};
+pub use backend::{PostgresStore, SqliteStore, open};
+pub use connections::{Connection, ConnectionDependent, ConnectionStore, ConnectionWrite};
+pub use idempotency::{IdempotencyBegin, IdempotencyStore, StoredResponse};
+pub use organizations::{Organization, OrganizationStore};
+
+/// Everything Ferry persists about its own state.
+pub trait MetadataStore:
+    OrganizationStore + ApiKeyStore + ConnectionStore + IdempotencyStore + Send + Sync + 'static
+{
+    /// `sqlite` or `postgres`.
+    fn backend_name(&self) -> &'static str;
+}
+
+/// A shared handle on the store.
+pub type DynStore = Arc<dyn MetadataStore>;
+
+/// Errors from the metadata store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The row does not exist.
+    #[error("{entity} not found")]
+    NotFound {
+        /// What was looked up.
+        entity: &'static str,
+    },
+    /// A unique constraint was violated.
+    #[error("{entity} already exists")]
+    AlreadyExists {
+        /// What clashed.
+        entity: &'static str,
+    },
+    /// The database URL could not be used.
+    #[error("invalid database url: {0}")]
+    InvalidUrl(String),
+    /// A database error.
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migration failed: {0}")]
+    Migration(#[source] sqlx::migrate::MigrateError),
+    /// Stored data could not be decoded (corrupt row or wrong secret key).
+    #[error("stored data is invalid: {0}")]
+    Corrupt(String),
+}
+
+impl HasErrorCode for StoreError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            StoreError::NotFound { .. } => ErrorCode::NotFound,
+            StoreError::AlreadyExists { .. } => ErrorCode::Conflict,
+            StoreError::InvalidUrl(_) => ErrorCode::BadRequest,
+            StoreError::Database(_) | StoreError::Migration(_) | StoreError::Corrupt(_) => {
+                ErrorCode::Internal
+            }
+        }
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        StoreError::Database(error)
+    }
+}
+
+/// Result alias for store operations.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Converts a unique-constraint violation into [`StoreError::AlreadyExists`].
+pub(crate) fn map_unique(entity: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::AlreadyExists { entity }
+        }
+        _ => StoreError::Database(error),
+    }
+}
+
+/// Epoch milliseconds → timestamp.
+pub(crate) fn from_millis(millis: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
+}
+
+/// Implements a resource trait for both backends from one body. The body refers to the
+/// pool as `self.pool`; every statement uses `$n` placeholders, which both SQLite and
+/// PostgreSQL accept.
+macro_rules! for_each_backend {
+    ($mac:ident) => {
+        $mac!($crate::backend::SqliteStore);
+        $mac!($crate::backend::PostgresStore);
+    };
+}
+pub(crate) use for_each_backend;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_map() {
+        assert_eq!(
+            StoreError::NotFound {
+                entity: "connection"
+            }
+            .code(),
+            ErrorCode::NotFound
+        );
+        assert_eq!(
+            StoreError::AlreadyExists {
+                entity: "organization"
+            }
+            .code(),
+            ErrorCode::Conflict
+        );
+    }
+}
