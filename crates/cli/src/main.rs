@@ -1,0 +1,126 @@
+//! The `ferry` binary: parses commands, loads settings, sets up telemetry and wires the
+//! crates together. Nothing else lives here.
+//!
+//! - `ferry serve`: the API server (SQLite by default, PostgreSQL with `--database-url`).
+//! - `ferry migrate`: applies the metadata store's migrations.
+//! - `ferry keys create --org NAME`: prints a new API key for an organization.
+//! - `ferry emulator`: the Salesforce-compatible emulator.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+mod emulator;
+mod serve;
+mod settings;
+
+/// Ferry: keep Salesforce and your databases in step.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    /// Log output format.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "FERRY_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the metadata store lives; shared by every command that touches it.
+#[derive(Debug, Clone, clap::Args)]
+struct StoreArgs {
+    /// Directory for the embedded SQLite store and the generated secret key.
+    #[arg(long, env = "FERRY_DATA_DIR", default_value = "./ferry-data")]
+    data_dir: PathBuf,
+    /// Metadata store URL: `postgres://...` for PostgreSQL; default SQLite in the data dir.
+    #[arg(long, env = "FERRY_DATABASE_URL")]
+    database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API server.
+    Serve(serve::ServeArgs),
+    /// Apply metadata store migrations and exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Run the Salesforce-compatible emulator.
+    Emulator(emulator::EmulatorArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an API key (and the organization if missing) and print it once.
+    Create {
+        /// Organization name.
+        #[arg(long)]
+        org: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn init_telemetry(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FERRY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_telemetry(cli.log_format);
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Migrate { store } => {
+            let url = settings::database_url(&store)?;
+            ferry_store::open(&url).await?;
+            println!("migrations applied to {}", settings::redact_url(&url));
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Create { org, store },
+        } => {
+            if org.trim().is_empty() {
+                anyhow::bail!("--org must not be empty");
+            }
+            let url = settings::database_url(&store)?;
+            let store = ferry_store::open(&url).await?;
+            let organization = store.ensure_organization(org.trim()).await?;
+            let key = store.create_api_key(organization.id, None).await?;
+            println!("{}", key.plaintext);
+            eprintln!(
+                "created an API key for organization '{}' ({}); it is shown only once",
+                organization.name, organization.id
+            );
+            Ok(())
+        }
+        Command::Emulator(args) => emulator::run(args).await,
+    }
+}

@@ -1,0 +1,153 @@
+//! `ferry serve`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ferry_api::{ApiSettings, AppState};
+use ferry_store::DynStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{StoreArgs, settings};
+
+/// Arguments of `ferry serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:5100")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Runs the API server until SIGINT or SIGTERM.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let url = settings::database_url(&args.store)?;
+    let cipher = settings::cipher(&args.store, &url)?;
+    let store = ferry_store::open(&url).await.with_context(|| {
+        format!(
+            "opening the metadata store at {}",
+            settings::redact_url(&url)
+        )
+    })?;
+    bootstrap(&store).await?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let address = listener.local_addr()?;
+    let settings = ApiSettings {
+        public_base_url: format!("http://{address}"),
+        ..ApiSettings::default()
+    };
+    let state = AppState::new(
+        store.clone(),
+        ferry_connectors::registry(),
+        cipher,
+        settings,
+    );
+    let app = ferry_api::router(state);
+
+    let shutdown = CancellationToken::new();
+    let purge = tokio::spawn(purge_idempotency_records(store.clone(), shutdown.clone()));
+    println!(
+        "Ferry is listening on http://{address} (store: {})",
+        store.backend_name()
+    );
+    tracing::info!(%address, store = store.backend_name(), "ferry serve started");
+
+    let signal_token = shutdown.clone();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            signal_token.cancel();
+        })
+        .await?;
+    shutdown.cancel();
+    if let Err(error) = purge.await {
+        tracing::warn!(%error, "idempotency purge task ended abnormally");
+    }
+    Ok(())
+}
+
+/// On an empty store, creates organization `default` and its first API key, printed once.
+/// `FERRY_BOOTSTRAP_API_KEY` makes that key deterministic; when set on an existing store the
+/// key is registered for `default` if it is not known yet.
+async fn bootstrap(store: &DynStore) -> anyhow::Result<()> {
+    let fixed = std::env::var("FERRY_BOOTSTRAP_API_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    if let Some(key) = &fixed {
+        ferry_store::api_keys::validate_key_format(key)
+            .map_err(|message| anyhow::anyhow!("FERRY_BOOTSTRAP_API_KEY: {message}"))?;
+    }
+    let fresh = store.count_organizations().await? == 0;
+    match (&fixed, fresh) {
+        (Some(key), _) => {
+            if store.authenticate(key).await?.is_none() {
+                let organization = store.ensure_organization("default").await?;
+                store.create_api_key(organization.id, Some(key)).await?;
+                println!("registered FERRY_BOOTSTRAP_API_KEY for organization 'default'");
+            }
+        }
+        (None, true) => {
+            let organization = store.ensure_organization("default").await?;
+            let key = store.create_api_key(organization.id, None).await?;
+            println!("Created organization 'default' and its first API key (shown only once):");
+            println!();
+            println!("    {}", key.plaintext);
+            println!();
+            println!("Use it as: Authorization: Bearer <key>");
+        }
+        (None, false) => {}
+    }
+    Ok(())
+}
+
+/// Deletes idempotency records past their retention, hourly.
+async fn purge_idempotency_records(store: DynStore, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {
+                let retention = chrono::Duration::from_std(ferry_store::idempotency::RETENTION)
+                    .unwrap_or_else(|_| chrono::Duration::hours(48));
+                match store.purge_idempotency(chrono::Utc::now() - retention).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "purged idempotency records"),
+                    Err(error) => tracing::warn!(%error, "purging idempotency records failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

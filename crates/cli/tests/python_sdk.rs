@@ -1,0 +1,49 @@
+//! Conformance: Polytomic's official Python SDK (pinned) against a spawned `ferry serve`.
+//!
+//! The virtualenv is created under the cargo target directory on first use. Without
+//! Python or PostgreSQL the test prints a loud SKIPPED line — unless `CI` or
+//! `FERRY_REQUIRE_SERVICES` is set, in which case it fails.
+
+mod support;
+
+use std::process::Command;
+
+const SDK_PIN: &str = "polytomic==25.9.2";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polytomic_python_sdk_drives_connections() {
+    let Some(python) = support::python_venv("polytomic-25.9.2", &[SDK_PIN]) else {
+        return;
+    };
+    let Some((pg, pg_database)) = support::postgres_target("python_sdk").await else {
+        return;
+    };
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let sqlite_path = data_dir.path().join("source.db");
+    std::fs::write(&sqlite_path, b"").expect("create sqlite file");
+    let server = support::FerryServer::start(data_dir.path());
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/test_connections.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .env("FERRY_URL", &server.base_url)
+        .env("FERRY_API_KEY", support::BOOTSTRAP_KEY)
+        .env("FERRY_PG_HOST", &pg.host)
+        .env("FERRY_PG_PORT", pg.port.to_string())
+        .env("FERRY_PG_USER", &pg.user)
+        .env("FERRY_PG_DATABASE", &pg.database)
+        .env("FERRY_SQLITE_PATH", &sqlite_path)
+        .output()
+        .expect("running python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "python SDK test failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+    assert!(stdout.contains("checks passed"));
+    drop(server);
+    pg_database.drop_database().await;
+}
