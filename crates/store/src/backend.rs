@@ -20,12 +20,20 @@ use crate::{DynStore, MetadataStore, Result, StoreError};
 
 /// Forward-only migrations, embedded in the binary: `(version, description, sqlite, postgres)`.
 /// Never edit a migration that has shipped; add a new one.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "init",
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "init",
+        include_str!("../migrations/sqlite/0001_init.sql"),
+        include_str!("../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        "oauth states",
+        include_str!("../migrations/sqlite/0002_oauth_states.sql"),
+        include_str!("../migrations/postgres/0002_oauth_states.sql"),
+    ),
+];
 
 fn migrator(postgres: bool) -> Migrator {
     let migrations = MIGRATIONS

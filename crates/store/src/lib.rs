@@ -4,10 +4,11 @@
 //! that share every SQL statement: SQLite (the embedded default) and PostgreSQL (for
 //! scale-out). Each resource lives in its own module:
 //!
-//! - [`organizations`]: tenants.
-//! - [`api_keys`]: API keys, stored as SHA-256 hashes, never in plaintext.
-//! - [`connections`]: connections; configuration as JSON with secrets split out and encrypted.
-//! - [`idempotency`]: `Idempotency-Key` records (first outcome replayed, in-flight locking).
+//! - [`organizations`] — tenants.
+//! - [`api_keys`] — API keys, stored as SHA-256 hashes, never in plaintext.
+//! - [`connections`] — connections; configuration as JSON with secrets split out and encrypted.
+//! - [`idempotency`] — `Idempotency-Key` records (first outcome replayed, in-flight locking).
+//! - [`oauth`] — pending OAuth authorizations (state, user-entered codes).
 //!
 //! Supporting modules: [`secrets`] (AEAD encryption of secret values), [`backend`] (pools,
 //! embedded forward-only migrations, the SQLite/PostgreSQL store types).
@@ -22,6 +23,7 @@ pub mod api_keys;
 pub mod backend;
 pub mod connections;
 pub mod idempotency;
+pub mod oauth;
 pub mod organizations;
 pub mod secrets;
 #[cfg(feature = "testsuite")]
@@ -31,11 +33,19 @@ pub use api_keys::{ApiKey, ApiKeyStore, NewApiKey};
 pub use backend::{PostgresStore, SqliteStore, open};
 pub use connections::{Connection, ConnectionDependent, ConnectionStore, ConnectionWrite};
 pub use idempotency::{IdempotencyBegin, IdempotencyStore, StoredResponse};
+pub use oauth::{OAuthState, OAuthStateStore};
 pub use organizations::{Organization, OrganizationStore};
 
 /// Everything Ferry persists about its own state.
 pub trait MetadataStore:
-    OrganizationStore + ApiKeyStore + ConnectionStore + IdempotencyStore + Send + Sync + 'static
+    OrganizationStore
+    + ApiKeyStore
+    + ConnectionStore
+    + IdempotencyStore
+    + OAuthStateStore
+    + Send
+    + Sync
+    + 'static
 {
     /// `sqlite` or `postgres`.
     fn backend_name(&self) -> &'static str;

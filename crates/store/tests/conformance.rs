@@ -310,4 +310,56 @@ macro_rules! conformance {
     };
 }
 
-conformance!(organizations, api_keys, connections, idempotency);
+conformance!(
+    organizations,
+    api_keys,
+    connections,
+    idempotency,
+    oauth_states
+);
+
+async fn oauth_states(store: DynStore) {
+    let org = store.create_organization("acme").await.unwrap();
+    let connection = store.create_connection(org.id, write("sf")).await.unwrap();
+    let state = ferry_store::OAuthState {
+        state: "state-abc".to_string(),
+        organization_id: org.id,
+        connection_id: connection.id,
+        auth_code: Some("CODE-1234".to_string()),
+        redirect_url: Some("https://app.example.com/done".to_string()),
+        created_at: ferry_core::time::now_millis(),
+        consumed_at: None,
+    };
+    store.create_oauth_state(&state).await.unwrap();
+    assert_eq!(
+        store.oauth_state("state-abc").await.unwrap(),
+        Some(state.clone())
+    );
+    assert_eq!(
+        store.oauth_state_by_code("CODE-1234").await.unwrap(),
+        Some(state.clone())
+    );
+    assert!(store.oauth_state("nope").await.unwrap().is_none());
+    assert!(state.usable_at(Utc::now()));
+    assert!(!state.usable_at(Utc::now() + Duration::hours(2)));
+    assert!(
+        store
+            .consume_oauth_state("state-abc", Utc::now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .consume_oauth_state("state-abc", Utc::now())
+            .await
+            .unwrap()
+    );
+    let consumed = store.oauth_state("state-abc").await.unwrap().unwrap();
+    assert!(!consumed.usable_at(Utc::now()));
+    // Deleting the connection removes its pending authorizations.
+    store
+        .delete_connection(org.id, connection.id)
+        .await
+        .unwrap();
+    assert!(store.oauth_state("state-abc").await.unwrap().is_none());
+}
