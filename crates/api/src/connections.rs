@@ -16,8 +16,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
+use ferry_connectors::salesforce::SalesforceConfig;
 use ferry_connectors::{ConnectionHealth, ConnectionStatus, Connector};
 use ferry_core::time::rfc3339;
+use ferry_salesforce::CallBudget;
 use ferry_store::{Connection, ConnectionWrite};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -25,11 +27,13 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::budget::ConnectionBudget;
 use crate::connection_types::type_summary;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::middleware::Caller;
 use crate::routes::{ApiRoutes, Operation};
+use crate::salesforce_oauth::{self, PendingAuthorization};
 
 /// What responses show in place of a secret value.
 pub const MASK: &str = "********";
@@ -196,7 +200,7 @@ fn require_object(configuration: &Value) -> ApiResult<&Map<String, Value>> {
 }
 
 /// The full configuration of a stored connection, secrets decrypted.
-fn stored_configuration(
+pub(crate) fn stored_configuration(
     state: &AppState,
     connection: &Connection,
 ) -> ApiResult<Map<String, Value>> {
@@ -323,21 +327,31 @@ async fn validate_and_check(
     connector: &dyn Connector,
     configuration: &Map<String, Value>,
     check: bool,
+    budget: Option<Arc<dyn CallBudget>>,
 ) -> ApiResult<(Map<String, Value>, ConnectionHealth)> {
     let normalized = connector
         .validate(&Value::Object(configuration.clone()))
         .map_err(|error| ApiError::field(error.prefixed("configuration")))?;
     let mut normalized = normalized.as_object().cloned().unwrap_or_default();
-    // OAuth types cannot be healthy before authorization, and their check reports that
-    // state without calling out; other types are only contacted when validation is asked.
-    let health = if check || connector.info().use_oauth {
-        connector
-            .check(&Value::Object(normalized.clone()))
-            .await
-            .map_err(|error| {
-                ApiError::unprocessable(format!("connection test failed: {}", error.message))
-                    .with_metadata("reason", "connection_test_failed")
-            })?
+    let health = if check {
+        let config = Value::Object(normalized.clone());
+        let outcome = match budget {
+            Some(budget) => connector.check_with_budget(&config, budget).await,
+            None => connector.check(&config).await,
+        };
+        outcome.map_err(|error| {
+            ApiError::unprocessable(format!("connection test failed: {}", error.message))
+                .with_metadata("reason", "connection_test_failed")
+        })?
+    } else if connector.info().use_oauth {
+        // Never contacted, so never claimed authorized.
+        ConnectionHealth {
+            status: ConnectionStatus::Unauthorized,
+            message: Some(
+                "saved without validation: not yet authenticated with the provider".to_string(),
+            ),
+            learned: BTreeMap::new(),
+        }
     } else {
         ConnectionHealth {
             status: ConnectionStatus::Healthy,
@@ -358,12 +372,158 @@ fn status_of(health: &ConnectionHealth, validated: bool) -> (String, Option<Stri
     }
 }
 
-fn created_response(state: &AppState, connection: &Connection) -> ApiResult<Response> {
+fn created_response(
+    state: &AppState,
+    connection: &Connection,
+    pending: &PendingAuthorization,
+) -> ApiResult<Response> {
     let mut body = connection_body(state, connection, 0)?;
     if let Some(object) = body.as_object_mut() {
         object.remove("api_calls_last_24_hours");
+        if let Some(url) = &pending.auth_url {
+            object.insert("auth_url".to_string(), Value::String(url.clone()));
+        }
+        if let Some(code) = &pending.auth_code {
+            object.insert("auth_code".to_string(), Value::String(code.clone()));
+        }
     }
     Ok(Json(json!({ "data": body })).into_response())
+}
+
+/// The budget of a saved connection (`daily_api_calls` when `enforce_api_limits`).
+pub(crate) fn budget_for(
+    state: &AppState,
+    connection_id: Uuid,
+    configuration: &Map<String, Value>,
+) -> Arc<dyn CallBudget> {
+    ConnectionBudget::new(
+        state.store().clone(),
+        connection_id,
+        ConnectionBudget::cap_from_config(configuration),
+    )
+}
+
+/// For Salesforce `browser`/`code` connections still awaiting authorization (or asked to
+/// reconnect): records the pending authorization and updates the status message.
+async fn pending_authorization(
+    state: &AppState,
+    connector: &dyn Connector,
+    connection: Connection,
+    normalized: &Map<String, Value>,
+    health: &ConnectionHealth,
+    redirect_url: Option<String>,
+    reconnect: bool,
+) -> ApiResult<(Connection, PendingAuthorization)> {
+    let Some(salesforce) = connector.as_salesforce() else {
+        return Ok((connection, PendingAuthorization::default()));
+    };
+    if health.status == ConnectionStatus::Healthy && !reconnect {
+        return Ok((connection, PendingAuthorization::default()));
+    }
+    let Ok(config) = SalesforceConfig::from_stored(&Value::Object(normalized.clone())) else {
+        return Ok((connection, PendingAuthorization::default()));
+    };
+    match salesforce_oauth::begin_authorization(
+        state,
+        salesforce,
+        connection.organization_id,
+        connection.id,
+        &config,
+        redirect_url,
+    )
+    .await?
+    {
+        Ok(pending) => Ok((connection, pending)),
+        Err(reason) => {
+            let updated = set_status(state, &connection, "unauthorized", Some(reason)).await?;
+            Ok((updated, PendingAuthorization::default()))
+        }
+    }
+}
+
+async fn set_status(
+    state: &AppState,
+    connection: &Connection,
+    status: &str,
+    status_error: Option<String>,
+) -> ApiResult<Connection> {
+    Ok(state
+        .store()
+        .update_connection(
+            connection.organization_id,
+            connection.id,
+            ConnectionWrite {
+                name: connection.name.clone(),
+                type_id: connection.type_id.clone(),
+                configuration: connection.configuration.clone(),
+                secrets: connection.secrets.clone(),
+                status: status.to_string(),
+                status_error,
+                healthcheck_interval: connection.healthcheck_interval.clone(),
+                policies: connection.policies.clone(),
+                actor: connection.updated_by.clone(),
+            },
+        )
+        .await?)
+}
+
+/// Stores the outcome of a completed OAuth authorization: the refresh token (encrypted),
+/// the username, and a healthy status.
+pub(crate) async fn record_authorization(
+    state: &AppState,
+    organization_id: Uuid,
+    connection_id: Uuid,
+    refresh_token: &str,
+    username: &str,
+) -> ApiResult<()> {
+    let connection = state
+        .store()
+        .connection(organization_id, connection_id)
+        .await?;
+    let connector = connector_for(state, &connection.type_id)?;
+    let mut configuration = stored_configuration(state, &connection)?;
+    configuration.insert(
+        "oauth_refresh_token".to_string(),
+        Value::String(refresh_token.to_string()),
+    );
+    if !username.is_empty() {
+        configuration.insert("username".to_string(), Value::String(username.to_string()));
+    }
+    let (public, secrets) = seal(state, connector.as_ref(), configuration)?;
+    state
+        .store()
+        .update_connection(
+            organization_id,
+            connection_id,
+            ConnectionWrite {
+                name: connection.name.clone(),
+                type_id: connection.type_id.clone(),
+                configuration: public,
+                secrets,
+                status: ConnectionStatus::Healthy.as_str().to_string(),
+                status_error: None,
+                healthcheck_interval: connection.healthcheck_interval.clone(),
+                policies: connection.policies.clone(),
+                actor: connection.updated_by.clone(),
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records why an authorization failed (the connection stays unauthorized).
+pub(crate) async fn record_authorization_failure(
+    state: &AppState,
+    organization_id: Uuid,
+    connection_id: Uuid,
+    reason: &str,
+) -> ApiResult<()> {
+    let connection = state
+        .store()
+        .connection(organization_id, connection_id)
+        .await?;
+    set_status(state, &connection, "unauthorized", Some(reason.to_string())).await?;
+    Ok(())
 }
 
 async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -401,9 +561,9 @@ async fn create(
     let configuration = require_object(&request.configuration)?.clone();
     let validate = request.validate.unwrap_or(true);
     let (normalized, health) =
-        validate_and_check(connector.as_ref(), &configuration, validate).await?;
+        validate_and_check(connector.as_ref(), &configuration, validate, None).await?;
     let (status, status_error) = status_of(&health, validate);
-    let (public, secrets) = seal(&state, connector.as_ref(), normalized)?;
+    let (public, secrets) = seal(&state, connector.as_ref(), normalized.clone())?;
     let connection = state
         .store()
         .create_connection(
@@ -422,7 +582,17 @@ async fn create(
         )
         .await?;
     tracing::info!(connection_id = %connection.id, type_id = %connection.type_id, "connection created");
-    created_response(&state, &connection)
+    let (connection, pending) = pending_authorization(
+        &state,
+        connector.as_ref(),
+        connection,
+        &normalized,
+        &health,
+        request.redirect_url,
+        false,
+    )
+    .await?;
+    created_response(&state, &connection, &pending)
 }
 
 async fn update(
@@ -447,9 +617,12 @@ async fn update(
     let stored = stored_configuration(&state, &existing)?;
     let mut configuration = require_object(&request.configuration)?.clone();
     unmask(&mut configuration, &stored, &connector.sensitive_keys());
+    let reconnect = request.reconnect.unwrap_or(false);
+    keep_authorization(connector.as_ref(), &mut configuration, &stored, reconnect);
     let validate = request.validate.unwrap_or(true);
+    let budget = budget_for(&state, existing.id, &configuration);
     let (mut normalized, health) =
-        validate_and_check(connector.as_ref(), &configuration, validate).await?;
+        validate_and_check(connector.as_ref(), &configuration, validate, Some(budget)).await?;
     // Read-only values are Ferry's: keep what was stored unless the check learned anew.
     for key in connector.read_only_keys() {
         if !health.learned.contains_key(&key)
@@ -459,7 +632,7 @@ async fn update(
         }
     }
     let (status, status_error) = status_of(&health, validate);
-    let (public, secrets) = seal(&state, connector.as_ref(), normalized)?;
+    let (public, secrets) = seal(&state, connector.as_ref(), normalized.clone())?;
     let connection = state
         .store()
         .update_connection(
@@ -478,7 +651,46 @@ async fn update(
             },
         )
         .await?;
-    created_response(&state, &connection)
+    let (connection, pending) = pending_authorization(
+        &state,
+        connector.as_ref(),
+        connection,
+        &normalized,
+        &health,
+        None,
+        reconnect,
+    )
+    .await?;
+    created_response(&state, &connection, &pending)
+}
+
+/// A Salesforce `browser`/`code` connection's refresh token was obtained by Ferry, not sent
+/// by the caller: a PUT that leaves it out keeps it, unless `reconnect` asks to start over.
+fn keep_authorization(
+    connector: &dyn Connector,
+    configuration: &mut Map<String, Value>,
+    stored: &Map<String, Value>,
+    reconnect: bool,
+) {
+    if connector.as_salesforce().is_none() {
+        return;
+    }
+    let delegated = matches!(
+        configuration.get("connect_mode").and_then(Value::as_str),
+        None | Some("") | Some("browser") | Some("code")
+    );
+    if reconnect {
+        if delegated {
+            configuration.remove("oauth_refresh_token");
+        }
+        return;
+    }
+    if delegated
+        && !configuration.contains_key("oauth_refresh_token")
+        && let Some(token) = stored.get("oauth_refresh_token")
+    {
+        configuration.insert("oauth_refresh_token".to_string(), token.clone());
+    }
 }
 
 async fn remove(
@@ -515,6 +727,7 @@ async fn test(
 ) -> ApiResult<Json<Value>> {
     let connector = connector_for(&state, &request.type_id)?;
     let mut configuration = require_object(&request.configuration)?.clone();
+    let mut budget = None;
     if let Some(connection_id) = request.connection_id {
         let existing = state
             .store()
@@ -532,8 +745,9 @@ async fn test(
         let mut merged = stored;
         merged.extend(configuration);
         configuration = merged;
+        budget = Some(budget_for(&state, existing.id, &configuration));
     }
-    let (_, health) = validate_and_check(connector.as_ref(), &configuration, true).await?;
+    let (_, health) = validate_and_check(connector.as_ref(), &configuration, true, budget).await?;
     Ok(Json(json!({"data": {
         "success": health.status == ConnectionStatus::Healthy,
         "status": health.status.as_str(),

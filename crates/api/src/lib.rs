@@ -16,6 +16,7 @@ use ferry_connectors::Registry;
 use ferry_store::DynStore;
 use ferry_store::secrets::Cipher;
 
+pub mod budget;
 pub mod connection_types;
 pub mod connections;
 pub mod error;
@@ -23,7 +24,10 @@ pub mod extract;
 pub mod identity;
 pub mod meta;
 pub mod middleware;
+pub mod models;
+pub mod proxy_rules;
 pub mod routes;
+pub mod salesforce_oauth;
 
 use error::ApiError;
 use routes::{ApiRoutes, Operation};
@@ -109,6 +113,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(connection_types::routes())
         .merge(connections::routes())
         .merge(identity::routes())
+        .merge(models::routes())
 }
 
 /// Every documented operation (API and public routes).

@@ -28,6 +28,7 @@ pub fn routes() -> ApiRoutes {
                 .bare_response(json!({"type": "object"})),
             get(healthz),
         )
+        .merge(crate::salesforce_oauth::routes())
 }
 
 async fn openapi() -> Json<Value> {

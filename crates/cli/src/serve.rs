@@ -16,6 +16,10 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:5100")]
     listen: SocketAddr,
+    /// URL under which browsers reach this server (OAuth callbacks are built from it);
+    /// defaults to http://<listen address>.
+    #[arg(long, env = "FERRY_PUBLIC_URL")]
+    public_url: Option<String>,
     #[command(flatten)]
     store: StoreArgs,
 }
@@ -37,15 +41,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let address = listener.local_addr()?;
     let settings = ApiSettings {
-        public_base_url: format!("http://{address}"),
+        public_base_url: args
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}")),
         ..ApiSettings::default()
     };
-    let state = AppState::new(
-        store.clone(),
-        ferry_connectors::registry(),
-        cipher,
-        settings,
-    );
+    let registry = ferry_connectors::registry_with(settings::registry_settings()?);
+    let state = AppState::new(store.clone(), registry, cipher, settings);
     let app = ferry_api::router(state);
 
     let shutdown = CancellationToken::new();

@@ -36,6 +36,37 @@ pub fn cipher(args: &StoreArgs, database_url: &str) -> anyhow::Result<Cipher> {
         .with_context(|| format!("loading secret key {}", path.display()))
 }
 
+/// Connection-type settings from the environment: Ferry's Salesforce connected app
+/// (`FERRY_SALESFORCE_CLIENT_ID`, `FERRY_SALESFORCE_CLIENT_SECRET`) for the browser and code
+/// connect modes, and extra trusted CAs (`FERRY_SALESFORCE_CA_FILE`, PEM) such as the
+/// emulator's.
+pub fn registry_settings() -> anyhow::Result<ferry_connectors::RegistrySettings> {
+    let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let oauth_app = match (
+        non_empty("FERRY_SALESFORCE_CLIENT_ID"),
+        non_empty("FERRY_SALESFORCE_CLIENT_SECRET"),
+    ) {
+        (Some(id), Some(secret)) => Some(ferry_salesforce::OAuthApp::new(id, secret)),
+        (None, None) => None,
+        _ => anyhow::bail!(
+            "set both FERRY_SALESFORCE_CLIENT_ID and FERRY_SALESFORCE_CLIENT_SECRET, or neither"
+        ),
+    };
+    let mut root_certificates_pem = Vec::new();
+    if let Some(path) = non_empty("FERRY_SALESFORCE_CA_FILE") {
+        root_certificates_pem.push(
+            std::fs::read(&path)
+                .with_context(|| format!("reading FERRY_SALESFORCE_CA_FILE {path}"))?,
+        );
+    }
+    Ok(ferry_connectors::RegistrySettings {
+        salesforce: ferry_connectors::salesforce::SalesforceSettings {
+            oauth_app,
+            root_certificates_pem,
+        },
+    })
+}
+
 /// The URL with any password hidden, for logs.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {

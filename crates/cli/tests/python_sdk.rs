@@ -47,3 +47,35 @@ async fn polytomic_python_sdk_drives_connections() {
     drop(server);
     pg_database.drop_database().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polytomic_python_sdk_creates_an_api_mode_salesforce_connection() {
+    let Some(python) = support::python_venv("polytomic-25.9.2", &[SDK_PIN]) else {
+        return;
+    };
+    let emulator = ferry_salesforce_emulator::start(ferry_salesforce_emulator::EmulatorConfig {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        ..Default::default()
+    })
+    .await
+    .expect("emulator starts");
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let server = support::FerryServer::start(data_dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/test_salesforce.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .env("FERRY_URL", &server.base_url)
+        .env("FERRY_API_KEY", support::BOOTSTRAP_KEY)
+        .env("EMULATOR_URL", emulator.base_url())
+        .output()
+        .expect("running python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "python SDK salesforce test failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+    assert!(stdout.contains("healthy as admin@ferry.local"), "{stdout}");
+    emulator.shutdown().await;
+}

@@ -25,10 +25,14 @@ pub mod mysql;
 pub mod postgresql;
 pub mod salesforce;
 mod schema;
+pub mod source;
 mod sql;
 pub mod sqlite;
 
 pub use schema::{json_schema_for, sensitive_and_read_only_keys};
+pub use source::{
+    FieldType, ModelSource, Relation, RelationKind, RowBatch, Selection, SourceError, SourceField,
+};
 pub use sql::CHECK_TIMEOUT;
 
 /// What a connection type can do, as Polytomic's `capabilities` object reports it.
@@ -141,6 +145,28 @@ pub trait Connector: Send + Sync + 'static {
         &'a self,
         config: &'a Value,
     ) -> BoxFuture<'a, Result<ConnectionHealth, CheckError>>;
+
+    /// [`Connector::check`] for a saved connection: metered calls count against `budget`
+    /// (the connection's daily API budget). Types whose calls are not metered ignore it.
+    fn check_with_budget<'a>(
+        &'a self,
+        config: &'a Value,
+        budget: Arc<dyn ferry_salesforce::CallBudget>,
+    ) -> BoxFuture<'a, Result<ConnectionHealth, CheckError>> {
+        let _ = budget;
+        self.check(config)
+    }
+
+    /// The Salesforce connector, for Salesforce-only operations (OAuth, proxy).
+    fn as_salesforce(&self) -> Option<&salesforce::SalesforceConnector> {
+        None
+    }
+
+    /// The type's model-source capability (tables, views and queries a model can read), if
+    /// it has one.
+    fn model_source(&self) -> Option<&dyn ModelSource> {
+        None
+    }
 }
 
 /// Every connection type Ferry knows, by id. Adding a type is one module plus one line here.
@@ -172,10 +198,22 @@ impl Registry {
     }
 }
 
-/// The registry of built-in connection types.
+/// The registry of built-in connection types, with default settings.
 pub fn registry() -> Registry {
+    registry_with(RegistrySettings::default())
+}
+
+/// Server-wide settings of connection types.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrySettings {
+    /// Salesforce settings (Ferry's connected app, extra CAs).
+    pub salesforce: salesforce::SalesforceSettings,
+}
+
+/// The registry of built-in connection types.
+pub fn registry_with(settings: RegistrySettings) -> Registry {
     let list: Vec<Arc<dyn Connector>> = vec![
-        Arc::new(salesforce::SalesforceConnector),
+        Arc::new(salesforce::SalesforceConnector::new(settings.salesforce)),
         Arc::new(postgresql::PostgresqlConnector),
         Arc::new(mysql::MysqlConnector),
         Arc::new(sqlite::SqliteConnector),

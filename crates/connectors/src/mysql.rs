@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use ferry_core::SecretString;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -24,6 +25,10 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlDatabaseError, MySq
 use sqlx::{Connection as _, Executor as _};
 
 use crate::schema::{ConfigSpec, ReadOnlyKeys};
+use crate::source::{
+    self, Batcher, FieldType, ModelSource, QUERY_ALIAS, Relation, RelationKind, RowBatch,
+    Selection, SourceError, SourceField,
+};
 use crate::sql;
 use crate::{
     Capabilities, CheckError, ConnectionHealth, ConnectionStatus, ConnectionTypeInfo, Connector,
@@ -279,6 +284,10 @@ impl Connector for MysqlConnector {
         MysqlConfig::from_value(config).map(|parsed| parsed.to_value())
     }
 
+    fn model_source(&self) -> Option<&dyn ModelSource> {
+        Some(self)
+    }
+
     fn check<'a>(
         &'a self,
         config: &'a Value,
@@ -292,6 +301,318 @@ impl Connector for MysqlConnector {
                 message: None,
                 learned: Default::default(),
             })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Model source
+// ---------------------------------------------------------------------------------------
+
+/// How a MySQL column is read: the select-list expression and the decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MyRead {
+    Bool,
+    Int,
+    UInt,
+    Float,
+    Bit,
+    /// `CAST(.. AS CHAR)`, then a JSON number when exact.
+    Decimal,
+    /// `CAST(.. AS CHAR)`, then RFC 3339 UTC (the session runs in UTC).
+    Timestamp,
+    /// `CAST(.. AS CHAR)`, kept as text (`YYYY-MM-DD`; zero dates stay as they are).
+    Date,
+    /// `CAST(.. AS CHAR)`, kept as text.
+    CastText,
+    /// `CAST(.. AS CHAR)`, parsed as JSON.
+    Json,
+    Bytes,
+    Text,
+}
+
+fn my_read(type_name: &str) -> MyRead {
+    let upper = type_name.to_ascii_uppercase();
+    if upper.ends_with(" UNSIGNED") {
+        return MyRead::UInt;
+    }
+    match upper.as_str() {
+        "BOOLEAN" => MyRead::Bool,
+        "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" => MyRead::Int,
+        "FLOAT" | "DOUBLE" => MyRead::Float,
+        "BIT" => MyRead::Bit,
+        "DECIMAL" | "YEAR" => MyRead::Decimal,
+        "DATETIME" | "TIMESTAMP" => MyRead::Timestamp,
+        "DATE" => MyRead::Date,
+        "TIME" => MyRead::CastText,
+        "JSON" => MyRead::Json,
+        "BINARY" | "VARBINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" | "GEOMETRY" => {
+            MyRead::Bytes
+        }
+        _ => MyRead::Text,
+    }
+}
+
+fn my_field_type(type_name: &str) -> FieldType {
+    match my_read(type_name) {
+        MyRead::Bool => FieldType::Boolean,
+        MyRead::Int | MyRead::UInt | MyRead::Float | MyRead::Bit | MyRead::Decimal => {
+            FieldType::Number
+        }
+        MyRead::Timestamp | MyRead::Date => FieldType::Datetime,
+        MyRead::Json => FieldType::Object,
+        MyRead::Bytes => FieldType::Binary,
+        MyRead::CastText | MyRead::Text => FieldType::String,
+    }
+}
+
+fn my_select_expression(field: &SourceField) -> String {
+    let column = format!(
+        "{QUERY_ALIAS}.{}",
+        source::quote_identifier(&field.name, '`')
+    );
+    match my_read(&field.remote_type) {
+        MyRead::Decimal | MyRead::Timestamp | MyRead::Date | MyRead::CastText | MyRead::Json => {
+            format!("CAST({column} AS CHAR)")
+        }
+        _ => column,
+    }
+}
+
+fn my_value(row: &sqlx::mysql::MySqlRow, index: usize, read: MyRead) -> Result<Value, sqlx::Error> {
+    use sqlx::{Row as _, ValueRef as _};
+    if row.try_get_raw(index)?.is_null() {
+        return Ok(Value::Null);
+    }
+    let text = |row: &sqlx::mysql::MySqlRow| row.try_get_unchecked::<String, _>(index);
+    Ok(match read {
+        MyRead::Bool => Value::Bool(row.try_get_unchecked::<i64, _>(index)? != 0),
+        MyRead::Int => Value::from(row.try_get_unchecked::<i64, _>(index)?),
+        MyRead::UInt | MyRead::Bit => Value::from(row.try_get_unchecked::<u64, _>(index)?),
+        MyRead::Float => source::float(row.try_get_unchecked::<f64, _>(index)?),
+        MyRead::Decimal => source::decimal(&text(row)?),
+        MyRead::Timestamp => source::text_timestamp(&text(row)?),
+        MyRead::Date | MyRead::CastText | MyRead::Text => Value::String(text(row)?),
+        MyRead::Json => {
+            let text = text(row)?;
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        }
+        MyRead::Bytes => source::base64(&row.try_get_unchecked::<Vec<u8>, _>(index)?),
+    })
+}
+
+impl MysqlConfig {
+    fn secrets(&self) -> Vec<&str> {
+        [secret(&self.passwd), secret(&self.ssh_private_key)]
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Connects for model reads (UTC session), within the check timeout.
+    async fn source_connection(&self) -> Result<MySqlConnection, SourceError> {
+        let options = self.connect_options();
+        let attempt = async {
+            let mut connection = MySqlConnection::connect_with(&options).await?;
+            connection.execute("SET time_zone = '+00:00'").await?;
+            Ok::<_, sqlx::Error>(connection)
+        };
+        match tokio::time::timeout(sql::CHECK_TIMEOUT, attempt).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(SourceError::Connect(sql::scrub(
+                self.describe(&error),
+                &self.secrets(),
+            ))),
+            Err(_) => Err(SourceError::Connect(sql::timeout_message(
+                "MySQL",
+                &self.hostname,
+                self.port,
+            ))),
+        }
+    }
+
+    /// `(database, table, kind)` of every readable relation outside the system databases.
+    async fn relations(
+        connection: &mut MySqlConnection,
+    ) -> Result<Vec<(String, String, RelationKind)>, SourceError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(
+            "SELECT TABLE_SCHEMA AS db, TABLE_NAME AS name, TABLE_TYPE AS kind \
+             FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys') \
+             ORDER BY TABLE_SCHEMA, TABLE_NAME",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(my_query_error)?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get_unchecked("kind").map_err(my_query_error)?;
+                Ok((
+                    row.try_get_unchecked("db").map_err(my_query_error)?,
+                    row.try_get_unchecked("name").map_err(my_query_error)?,
+                    if kind.contains("VIEW") {
+                        RelationKind::View
+                    } else {
+                        RelationKind::Table
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    async fn selection_sql(
+        &self,
+        connection: &mut MySqlConnection,
+        selection: &Selection,
+    ) -> Result<String, SourceError> {
+        match selection {
+            Selection::Query(query) => Ok(source::query_text(query)?.to_string()),
+            Selection::Table(_) | Selection::View(_) => {
+                let relations = Self::relations(connection).await?;
+                let listed: Vec<Relation> = relations.iter().map(my_relation).collect();
+                let index = source::resolve_relation(&listed, selection, self.database())?;
+                let (database, table, _) = &relations[index];
+                Ok(format!(
+                    "SELECT * FROM {}.{}",
+                    source::quote_identifier(database, '`'),
+                    source::quote_identifier(table, '`')
+                ))
+            }
+        }
+    }
+
+    /// Prepares (does not run) the wrapped selection and reads its columns.
+    async fn describe_sql(
+        connection: &mut MySqlConnection,
+        inner: &str,
+    ) -> Result<Vec<SourceField>, SourceError> {
+        use sqlx::{Column as _, Statement as _, TypeInfo as _};
+        let wrapped = source::wrap_query("*", inner, None);
+        let statement = connection.prepare(&wrapped).await.map_err(my_query_error)?;
+        let fields: Vec<SourceField> = statement
+            .columns()
+            .iter()
+            .map(|column| {
+                let remote_type = column.type_info().name().to_ascii_lowercase();
+                SourceField {
+                    name: column.name().to_string(),
+                    field_type: my_field_type(&remote_type),
+                    remote_type,
+                }
+            })
+            .collect();
+        source::check_unique_names(&fields)?;
+        Ok(fields)
+    }
+
+    async fn read_into(
+        &self,
+        selection: &Selection,
+        limit: Option<u64>,
+        batcher: &mut Batcher,
+    ) -> Result<(), SourceError> {
+        use futures_util::TryStreamExt as _;
+        let mut connection = self.source_connection().await?;
+        connection
+            .execute("START TRANSACTION READ ONLY")
+            .await
+            .map_err(my_query_error)?;
+        let inner = self.selection_sql(&mut connection, selection).await?;
+        let fields = Self::describe_sql(&mut connection, &inner).await?;
+        let reads: Vec<MyRead> = fields.iter().map(|f| my_read(&f.remote_type)).collect();
+        let columns: Vec<String> = fields.iter().map(my_select_expression).collect();
+        let sql = source::wrap_query(&columns.join(", "), &inner, limit);
+        batcher.set_fields(fields);
+        {
+            let mut rows = sqlx::query(&sql).fetch(&mut connection);
+            while let Some(row) = rows.try_next().await.map_err(my_read_error)? {
+                let values = reads
+                    .iter()
+                    .enumerate()
+                    .map(|(index, read)| my_value(&row, index, *read))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(my_read_error)?;
+                if batcher.push(values).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let _ = connection.execute("ROLLBACK").await;
+        let _ = connection.close().await;
+        Ok(())
+    }
+}
+
+fn my_relation(relation: &(String, String, RelationKind)) -> Relation {
+    Relation {
+        name: format!("{}.{}", relation.0, relation.1),
+        kind: relation.2,
+    }
+}
+
+/// The database's own message for a rejected statement.
+fn my_query_error(error: sqlx::Error) -> SourceError {
+    match error {
+        sqlx::Error::Database(db) => SourceError::Query(db.message().to_string()),
+        other => SourceError::Query(other.to_string()),
+    }
+}
+
+fn my_read_error(error: sqlx::Error) -> SourceError {
+    match error {
+        sqlx::Error::Database(db) => SourceError::Query(db.message().to_string()),
+        other => SourceError::Read(other.to_string()),
+    }
+}
+
+fn parse_source_config(config: &Value) -> Result<MysqlConfig, SourceError> {
+    MysqlConfig::from_value(config).map_err(|e| SourceError::Configuration(e.to_string()))
+}
+
+impl ModelSource for MysqlConnector {
+    fn list_relations<'a>(
+        &'a self,
+        config: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Relation>, SourceError>> {
+        Box::pin(async move {
+            let parsed = parse_source_config(config)?;
+            let mut connection = parsed.source_connection().await?;
+            let relations = MysqlConfig::relations(&mut connection).await?;
+            let _ = connection.close().await;
+            Ok(relations.iter().map(my_relation).collect())
+        })
+    }
+
+    fn describe<'a>(
+        &'a self,
+        config: &'a Value,
+        selection: &'a Selection,
+    ) -> BoxFuture<'a, Result<Vec<SourceField>, SourceError>> {
+        Box::pin(async move {
+            let parsed = parse_source_config(config)?;
+            let mut connection = parsed.source_connection().await?;
+            let inner = parsed.selection_sql(&mut connection, selection).await?;
+            let fields = MysqlConfig::describe_sql(&mut connection, &inner).await;
+            let _ = connection.close().await;
+            fields
+        })
+    }
+
+    fn read(
+        &self,
+        config: &Value,
+        selection: &Selection,
+        limit: Option<u64>,
+        batch_size: usize,
+    ) -> BoxStream<'static, Result<RowBatch, SourceError>> {
+        let config = config.clone();
+        let selection = selection.clone();
+        source::batched(batch_size, move |mut batcher| async move {
+            let parsed = parse_source_config(&config)?;
+            parsed.read_into(&selection, limit, &mut batcher).await?;
+            let _ = batcher.finish().await;
+            Ok(())
         })
     }
 }

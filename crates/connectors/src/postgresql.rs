@@ -19,6 +19,7 @@ use std::sync::OnceLock;
 
 use ferry_core::SecretString;
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -26,6 +27,10 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
 use sqlx::{Connection as _, Executor as _};
 
 use crate::schema::{ConfigSpec, ReadOnlyKeys};
+use crate::source::{
+    self, Batcher, FieldType, ModelSource, QUERY_ALIAS, Relation, RelationKind, RowBatch,
+    Selection, SourceError, SourceField,
+};
 use crate::sql::{self, Pem};
 use crate::{
     Capabilities, CheckError, ConnectionHealth, ConnectionStatus, ConnectionTypeInfo, Connector,
@@ -385,6 +390,10 @@ impl Connector for PostgresqlConnector {
         PostgresqlConfig::from_value(config).map(|parsed| parsed.to_value())
     }
 
+    fn model_source(&self) -> Option<&dyn ModelSource> {
+        Some(self)
+    }
+
     fn check<'a>(
         &'a self,
         config: &'a Value,
@@ -398,6 +407,350 @@ impl Connector for PostgresqlConnector {
                 message: None,
                 learned: Default::default(),
             })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Model source
+// ---------------------------------------------------------------------------------------
+
+/// How a PostgreSQL column is read: the select-list expression and the Rust decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PgRead {
+    Bool,
+    Int2,
+    Int4,
+    Int8,
+    Float4,
+    Float8,
+    /// `::text`, then a JSON number when exact.
+    Decimal,
+    /// `::text`, then RFC 3339 UTC.
+    Timestamp,
+    /// `::text` (a date stays `YYYY-MM-DD`).
+    Text,
+    /// `::text`, parsed as JSON.
+    Json,
+    /// `to_json(..)::text`, parsed as JSON.
+    Array,
+    Bytes,
+}
+
+fn pg_read(type_name: &str) -> PgRead {
+    let upper = type_name.to_ascii_uppercase();
+    if upper.ends_with("[]") {
+        return PgRead::Array;
+    }
+    match upper.as_str() {
+        "BOOL" => PgRead::Bool,
+        "INT2" => PgRead::Int2,
+        "INT4" => PgRead::Int4,
+        "INT8" | "OID" => PgRead::Int8,
+        "FLOAT4" => PgRead::Float4,
+        "FLOAT8" => PgRead::Float8,
+        "NUMERIC" => PgRead::Decimal,
+        "TIMESTAMP" | "TIMESTAMPTZ" => PgRead::Timestamp,
+        "JSON" | "JSONB" => PgRead::Json,
+        "BYTEA" => PgRead::Bytes,
+        _ => PgRead::Text,
+    }
+}
+
+fn pg_field_type(type_name: &str) -> FieldType {
+    match pg_read(type_name) {
+        PgRead::Bool => FieldType::Boolean,
+        PgRead::Int2
+        | PgRead::Int4
+        | PgRead::Int8
+        | PgRead::Float4
+        | PgRead::Float8
+        | PgRead::Decimal => FieldType::Number,
+        PgRead::Timestamp => FieldType::Datetime,
+        PgRead::Text if type_name.eq_ignore_ascii_case("DATE") => FieldType::Datetime,
+        PgRead::Text => FieldType::String,
+        PgRead::Json => FieldType::Object,
+        PgRead::Array => FieldType::Array,
+        PgRead::Bytes => FieldType::Binary,
+    }
+}
+
+fn pg_select_expression(field: &SourceField) -> String {
+    let column = format!(
+        "{QUERY_ALIAS}.{}",
+        source::quote_identifier(&field.name, '"')
+    );
+    match pg_read(&field.remote_type) {
+        PgRead::Bool
+        | PgRead::Int2
+        | PgRead::Int4
+        | PgRead::Float4
+        | PgRead::Float8
+        | PgRead::Bytes => column,
+        PgRead::Int8 => format!("{column}::int8"),
+        PgRead::Array => format!("to_json({column})::text"),
+        PgRead::Decimal | PgRead::Timestamp | PgRead::Text | PgRead::Json => {
+            format!("{column}::text")
+        }
+    }
+}
+
+fn pg_value(row: &sqlx::postgres::PgRow, index: usize, read: PgRead) -> Result<Value, sqlx::Error> {
+    use sqlx::Row as _;
+    let value = match read {
+        PgRead::Bool => row.try_get::<Option<bool>, _>(index)?.map(Value::from),
+        PgRead::Int2 => row.try_get::<Option<i16>, _>(index)?.map(Value::from),
+        PgRead::Int4 => row.try_get::<Option<i32>, _>(index)?.map(Value::from),
+        PgRead::Int8 => row.try_get::<Option<i64>, _>(index)?.map(Value::from),
+        PgRead::Float4 => row
+            .try_get::<Option<f32>, _>(index)?
+            .map(|v| source::float(f64::from(v))),
+        PgRead::Float8 => row.try_get::<Option<f64>, _>(index)?.map(source::float),
+        PgRead::Decimal => row
+            .try_get::<Option<String>, _>(index)?
+            .map(|v| source::decimal(&v)),
+        PgRead::Timestamp => row
+            .try_get::<Option<String>, _>(index)?
+            .map(|v| source::text_timestamp(&v)),
+        PgRead::Text => row.try_get::<Option<String>, _>(index)?.map(Value::String),
+        PgRead::Json | PgRead::Array => row
+            .try_get::<Option<String>, _>(index)?
+            .map(|v| serde_json::from_str(&v).unwrap_or(Value::String(v))),
+        PgRead::Bytes => row
+            .try_get::<Option<Vec<u8>>, _>(index)?
+            .map(|v| source::base64(&v)),
+    };
+    Ok(value.unwrap_or(Value::Null))
+}
+
+/// A relation as PostgreSQL names it.
+struct PgRelation {
+    schema: String,
+    name: String,
+    kind: RelationKind,
+}
+
+impl PostgresqlConfig {
+    fn secrets(&self) -> Vec<&str> {
+        [
+            secret(&self.password),
+            secret(&self.client_key),
+            secret(&self.ssh_private_key),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Connects for model reads: UTC session, ISO dates, within the check timeout.
+    async fn source_connection(&self) -> Result<PgConnection, SourceError> {
+        let options = self.connect_options();
+        let attempt = async {
+            let mut connection = PgConnection::connect_with(&options).await?;
+            connection
+                .execute("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'")
+                .await?;
+            Ok::<_, sqlx::Error>(connection)
+        };
+        match tokio::time::timeout(sql::CHECK_TIMEOUT, attempt).await {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(SourceError::Connect(sql::scrub(
+                self.describe(&error),
+                &self.secrets(),
+            ))),
+            Err(_) => Err(SourceError::Connect(sql::timeout_message(
+                "PostgreSQL",
+                &self.hostname,
+                self.port,
+            ))),
+        }
+    }
+
+    async fn relations(connection: &mut PgConnection) -> Result<Vec<PgRelation>, SourceError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(
+            "SELECT n.nspname::text AS schema_name, c.relname::text AS relation_name, \
+                    c.relkind::text AS kind \
+             FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r', 'p', 'f', 'v', 'm') \
+               AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+               AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' \
+               AND has_schema_privilege(n.oid, 'USAGE') \
+               AND has_table_privilege(c.oid, 'SELECT') \
+             ORDER BY 1, 2",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(query_error)?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("kind").map_err(query_error)?;
+                Ok(PgRelation {
+                    schema: row.try_get("schema_name").map_err(query_error)?,
+                    name: row.try_get("relation_name").map_err(query_error)?,
+                    kind: if matches!(kind.as_str(), "v" | "m") {
+                        RelationKind::View
+                    } else {
+                        RelationKind::Table
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The SQL a selection reads: the quoted relation or the caller's query.
+    async fn selection_sql(
+        connection: &mut PgConnection,
+        selection: &Selection,
+    ) -> Result<String, SourceError> {
+        match selection {
+            Selection::Query(query) => Ok(source::query_text(query)?.to_string()),
+            Selection::Table(_) | Selection::View(_) => {
+                let relations = Self::relations(connection).await?;
+                let listed: Vec<Relation> = relations.iter().map(pg_relation).collect();
+                let index = source::resolve_relation(&listed, selection, Some("public"))?;
+                let relation = &relations[index];
+                Ok(format!(
+                    "SELECT * FROM {}.{}",
+                    source::quote_identifier(&relation.schema, '"'),
+                    source::quote_identifier(&relation.name, '"')
+                ))
+            }
+        }
+    }
+
+    /// Prepares (does not run) the wrapped selection and reads its columns.
+    async fn describe_sql(
+        connection: &mut PgConnection,
+        inner: &str,
+    ) -> Result<Vec<SourceField>, SourceError> {
+        use sqlx::{Column as _, Statement as _, TypeInfo as _};
+        let wrapped = source::wrap_query("*", inner, None);
+        let statement = connection.prepare(&wrapped).await.map_err(query_error)?;
+        let fields: Vec<SourceField> = statement
+            .columns()
+            .iter()
+            .map(|column| {
+                let remote_type = column.type_info().name().to_ascii_lowercase();
+                SourceField {
+                    name: column.name().to_string(),
+                    field_type: pg_field_type(&remote_type),
+                    remote_type,
+                }
+            })
+            .collect();
+        source::check_unique_names(&fields)?;
+        Ok(fields)
+    }
+
+    async fn read_into(
+        &self,
+        selection: &Selection,
+        limit: Option<u64>,
+        batcher: &mut Batcher,
+    ) -> Result<(), SourceError> {
+        use futures_util::TryStreamExt as _;
+        let mut connection = self.source_connection().await?;
+        connection
+            .execute("BEGIN TRANSACTION READ ONLY")
+            .await
+            .map_err(query_error)?;
+        let inner = Self::selection_sql(&mut connection, selection).await?;
+        let fields = Self::describe_sql(&mut connection, &inner).await?;
+        let reads: Vec<PgRead> = fields.iter().map(|f| pg_read(&f.remote_type)).collect();
+        let columns: Vec<String> = fields.iter().map(pg_select_expression).collect();
+        let sql = source::wrap_query(&columns.join(", "), &inner, limit);
+        batcher.set_fields(fields);
+        {
+            let mut rows = sqlx::query(&sql).fetch(&mut connection);
+            while let Some(row) = rows.try_next().await.map_err(read_error)? {
+                let values = reads
+                    .iter()
+                    .enumerate()
+                    .map(|(index, read)| pg_value(&row, index, *read))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(read_error)?;
+                if batcher.push(values).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let _ = connection.execute("ROLLBACK").await;
+        let _ = connection.close().await;
+        Ok(())
+    }
+}
+
+fn pg_relation(relation: &PgRelation) -> Relation {
+    Relation {
+        name: format!("{}.{}", relation.schema, relation.name),
+        kind: relation.kind,
+    }
+}
+
+/// The database's own message for a rejected statement.
+fn query_error(error: sqlx::Error) -> SourceError {
+    match error {
+        sqlx::Error::Database(db) => SourceError::Query(db.message().to_string()),
+        other => SourceError::Query(other.to_string()),
+    }
+}
+
+fn read_error(error: sqlx::Error) -> SourceError {
+    match error {
+        sqlx::Error::Database(db) => SourceError::Query(db.message().to_string()),
+        other => SourceError::Read(other.to_string()),
+    }
+}
+
+fn parse_source_config(config: &Value) -> Result<PostgresqlConfig, SourceError> {
+    PostgresqlConfig::from_value(config).map_err(|e| SourceError::Configuration(e.to_string()))
+}
+
+impl ModelSource for PostgresqlConnector {
+    fn list_relations<'a>(
+        &'a self,
+        config: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Relation>, SourceError>> {
+        Box::pin(async move {
+            let parsed = parse_source_config(config)?;
+            let mut connection = parsed.source_connection().await?;
+            let relations = PostgresqlConfig::relations(&mut connection).await?;
+            let _ = connection.close().await;
+            Ok(relations.iter().map(pg_relation).collect())
+        })
+    }
+
+    fn describe<'a>(
+        &'a self,
+        config: &'a Value,
+        selection: &'a Selection,
+    ) -> BoxFuture<'a, Result<Vec<SourceField>, SourceError>> {
+        Box::pin(async move {
+            let parsed = parse_source_config(config)?;
+            let mut connection = parsed.source_connection().await?;
+            let inner = PostgresqlConfig::selection_sql(&mut connection, selection).await?;
+            let fields = PostgresqlConfig::describe_sql(&mut connection, &inner).await;
+            let _ = connection.close().await;
+            fields
+        })
+    }
+
+    fn read(
+        &self,
+        config: &Value,
+        selection: &Selection,
+        limit: Option<u64>,
+        batch_size: usize,
+    ) -> BoxStream<'static, Result<RowBatch, SourceError>> {
+        let config = config.clone();
+        let selection = selection.clone();
+        source::batched(batch_size, move |mut batcher| async move {
+            let parsed = parse_source_config(&config)?;
+            parsed.read_into(&selection, limit, &mut batcher).await?;
+            let _ = batcher.finish().await;
+            Ok(())
         })
     }
 }

@@ -14,14 +14,23 @@
 //! - `username` and `instance_url_override` are read-only: set by Ferry after authorization, a
 //!   caller's values are dropped.
 //!
-//! `check` cannot authorize yet (OAuth is a later issue), so it reports
-//! [`ConnectionStatus::Unauthorized`] with a message saying so — never `healthy`.
+//! `check` authenticates for real with `ferry-salesforce`: `api` uses the refresh-token grant
+//! with the caller's app, `clientcredentials` the client-credentials grant; `browser` and
+//! `code` use Ferry's own connected app ([`SalesforceSettings::oauth_app`]) and the refresh
+//! token stored when the user completed authorization — until then the connection reports
+//! [`ConnectionStatus::Unauthorized`], never `healthy`. A successful check calls `userinfo`
+//! and `/limits` (one metered call) and reports the `username` it learned.
 
 use std::fmt;
 use std::net::Ipv6Addr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use ferry_core::SecretString;
+use ferry_salesforce::{
+    CallBudget, ClientConfig, Credentials, OAuthApp, RetryPolicy, SalesforceClient,
+    SalesforceError, TransportKind, Unlimited,
+};
 use futures_util::future::BoxFuture;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -375,9 +384,178 @@ fn check_host_name(host: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Server-wide Salesforce settings.
+#[derive(Debug, Clone, Default)]
+pub struct SalesforceSettings {
+    /// Ferry's own connected app, used by the `browser` and `code` connect modes
+    /// (`FERRY_SALESFORCE_CLIENT_ID` / `FERRY_SALESFORCE_CLIENT_SECRET`).
+    pub oauth_app: Option<OAuthApp>,
+    /// Extra trusted root certificates (PEM), e.g. the emulator's throwaway CA.
+    pub root_certificates_pem: Vec<Vec<u8>>,
+}
+
 /// The `salesforce` connection type.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SalesforceConnector;
+#[derive(Debug, Clone, Default)]
+pub struct SalesforceConnector {
+    settings: SalesforceSettings,
+}
+
+impl SalesforceConnector {
+    /// A connector using `settings`.
+    pub fn new(settings: SalesforceSettings) -> Self {
+        SalesforceConnector { settings }
+    }
+
+    /// The server-wide settings.
+    pub fn settings(&self) -> &SalesforceSettings {
+        &self.settings
+    }
+
+    /// The connected app a configuration authenticates with: the caller's for `api` and
+    /// `clientcredentials`, Ferry's for `browser` and `code`.
+    pub fn app_for(&self, config: &SalesforceConfig) -> Option<OAuthApp> {
+        if config.connect_mode.needs_client_credentials() {
+            let client_id = config.client_id.clone()?;
+            let secret = config.client_secret.clone()?;
+            return Some(OAuthApp::new(client_id, secret));
+        }
+        self.settings.oauth_app.clone()
+    }
+
+    /// A client configuration for `config`, or `Err` with the reason the connection cannot
+    /// authenticate yet (authorization not completed, no connected app configured).
+    pub fn client_config(
+        &self,
+        config: &SalesforceConfig,
+        budget: Arc<dyn CallBudget>,
+    ) -> Result<ClientConfig, NotAuthorized> {
+        let login = ferry_salesforce::auth::login_base_url(&config.domain)
+            .map_err(|error| NotAuthorized(format!("domain: {error}")))?;
+        let Some(app) = self.app_for(config) else {
+            return Err(NotAuthorized(
+                "Ferry has no Salesforce connected app for the browser and code connect modes: \
+                 set FERRY_SALESFORCE_CLIENT_ID and FERRY_SALESFORCE_CLIENT_SECRET, or use \
+                 connect_mode api or clientcredentials with your own app"
+                    .to_string(),
+            ));
+        };
+        let credentials = match config.connect_mode {
+            ConnectMode::ClientCredentials => Credentials::ClientCredentials,
+            mode => match &config.oauth_refresh_token {
+                Some(token) if !token.is_empty() => Credentials::RefreshToken(token.clone()),
+                _ if mode == ConnectMode::Api => {
+                    return Err(NotAuthorized(
+                        "connect_mode api needs an oauth_refresh_token obtained from Salesforce"
+                            .to_string(),
+                    ));
+                }
+                _ => {
+                    return Err(NotAuthorized(format!(
+                        "not yet authorized: open the connection's auth_url to authorize Ferry \
+                         in Salesforce (connect_mode {mode})"
+                    )));
+                }
+            },
+        };
+        let mut client = ClientConfig::new(login, app, credentials);
+        client.instance_url_override = config.instance_url_override.clone();
+        client.budget = budget;
+        client.root_certificates_pem = self.settings.root_certificates_pem.clone();
+        Ok(client)
+    }
+
+    /// Authenticates and calls `userinfo`; the budget counts the calls.
+    pub async fn check_counted(
+        &self,
+        config: &Value,
+        budget: Arc<dyn CallBudget>,
+    ) -> Result<ConnectionHealth, CheckError> {
+        let parsed = SalesforceConfig::from_stored(config)
+            .map_err(|error| CheckError::new(format!("invalid configuration: {error}")))?;
+        // The check's one metered call is reserved before anything is sent, so a spent
+        // budget means no request at all (not even the login).
+        budget
+            .try_acquire(1)
+            .await
+            .map_err(|error| CheckError::new(error.to_string()))?;
+        let mut client_config = match self.client_config(&parsed, Arc::new(Unlimited)) {
+            Ok(client_config) => client_config,
+            Err(NotAuthorized(message)) => {
+                return Ok(ConnectionHealth {
+                    status: ConnectionStatus::Unauthorized,
+                    message: Some(message),
+                    learned: Default::default(),
+                });
+            }
+        };
+        // A check answers now: no retries, short timeouts.
+        client_config.retry = RetryPolicy::no_retries();
+        client_config.connect_timeout = Duration::from_secs(10);
+        client_config.request_timeout = Duration::from_secs(30);
+        let client = SalesforceClient::connect(client_config)
+            .await
+            .map_err(|error| CheckError::new(describe_error(&parsed, &error)))?;
+        let info = client
+            .userinfo()
+            .await
+            .map_err(|error| CheckError::new(describe_error(&parsed, &error)))?;
+        // One metered REST call proves API access (not just a login) and reports the org's
+        // usage through `Sforce-Limit-Info`.
+        client
+            .limits()
+            .await
+            .map_err(|error| CheckError::new(describe_error(&parsed, &error)))?;
+        let mut learned = std::collections::BTreeMap::new();
+        if let Some(username) = info.username() {
+            learned.insert("username".to_string(), Value::String(username.to_string()));
+        }
+        Ok(ConnectionHealth {
+            status: ConnectionStatus::Healthy,
+            message: None,
+            learned,
+        })
+    }
+}
+
+/// Why a connection cannot authenticate yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct NotAuthorized(pub String);
+
+/// A message a user can act on for a failed authentication or call.
+pub fn describe_error(config: &SalesforceConfig, error: &SalesforceError) -> String {
+    match error {
+        SalesforceError::OAuth {
+            error: code,
+            description,
+            ..
+        } => {
+            let hint = match code.as_str() {
+                "invalid_client_id" => "the client_id is not a connected app of this org",
+                "invalid_client" => "the client_id or client_secret is wrong",
+                "invalid_grant" if config.connect_mode == ConnectMode::ClientCredentials => {
+                    "the connected app has no client-credentials run-as user, or the credentials are wrong"
+                }
+                "invalid_grant" => {
+                    "the refresh token is invalid, expired or revoked: authorize the connection again"
+                }
+                "unsupported_grant_type" => "the connected app does not allow this OAuth flow",
+                _ => "Salesforce refused the authorization",
+            };
+            format!("{hint} (Salesforce said: {code}: {description})")
+        }
+        SalesforceError::Transport { kind, url, .. } => match kind {
+            TransportKind::Connect => format!(
+                "could not connect to {url}: check the domain ({}) — the host is unreachable, \
+                 refused the connection or its name does not resolve",
+                config.domain
+            ),
+            TransportKind::Timeout => format!("{url} did not answer in time"),
+            _ => format!("the connection to {url} failed: {error}"),
+        },
+        other => other.to_string(),
+    }
+}
 
 impl Connector for SalesforceConnector {
     fn info(&self) -> ConnectionTypeInfo {
@@ -421,19 +599,19 @@ impl Connector for SalesforceConnector {
         &'a self,
         config: &'a Value,
     ) -> BoxFuture<'a, Result<ConnectionHealth, CheckError>> {
-        Box::pin(async move {
-            let parsed = SalesforceConfig::from_stored(config)
-                .map_err(|error| CheckError::new(format!("invalid configuration: {error}")))?;
-            Ok(ConnectionHealth {
-                status: ConnectionStatus::Unauthorized,
-                message: Some(format!(
-                    "not yet authorized: Salesforce authorization (connect_mode {}) is not \
-                     implemented in this version",
-                    parsed.connect_mode
-                )),
-                learned: Default::default(),
-            })
-        })
+        Box::pin(self.check_counted(config, Arc::new(Unlimited)))
+    }
+
+    fn check_with_budget<'a>(
+        &'a self,
+        config: &'a Value,
+        budget: Arc<dyn CallBudget>,
+    ) -> BoxFuture<'a, Result<ConnectionHealth, CheckError>> {
+        Box::pin(self.check_counted(config, budget))
+    }
+
+    fn as_salesforce(&self) -> Option<&SalesforceConnector> {
+        Some(self)
     }
 }
 
@@ -472,7 +650,7 @@ mod tests {
     }
 
     fn error(config: Value) -> FieldError {
-        match SalesforceConnector.validate(&config) {
+        match SalesforceConnector::default().validate(&config) {
             Ok(value) => panic!("expected an error, got {value}"),
             Err(error) => error,
         }
@@ -481,13 +659,15 @@ mod tests {
     #[test]
     fn accepts_the_published_example_verbatim() {
         let example = published_example();
-        let normalized = SalesforceConnector.validate(&example).expect("valid");
+        let normalized = SalesforceConnector::default()
+            .validate(&example)
+            .expect("valid");
         assert_eq!(normalized, example);
     }
 
     #[test]
     fn accepts_the_minimal_documented_create_and_applies_defaults() {
-        let normalized = SalesforceConnector
+        let normalized = SalesforceConnector::default()
             .validate(&json!({"domain": "https://x.my.salesforce.com"}))
             .expect("valid");
         assert_eq!(
@@ -514,10 +694,10 @@ mod tests {
             "http://[::1]:5200",
             " acme.my.salesforce.com ",
         ] {
-            let result = SalesforceConnector.validate(&json!({ "domain": domain }));
+            let result = SalesforceConnector::default().validate(&json!({ "domain": domain }));
             assert!(result.is_ok(), "{domain}: {result:?}");
         }
-        let trimmed = SalesforceConnector
+        let trimmed = SalesforceConnector::default()
             .validate(&json!({"domain": " acme.my.salesforce.com "}))
             .expect("valid");
         assert_eq!(trimmed["domain"], "acme.my.salesforce.com");
@@ -601,7 +781,7 @@ mod tests {
 
     #[test]
     fn empty_connect_mode_means_browser() {
-        let normalized = SalesforceConnector
+        let normalized = SalesforceConnector::default()
             .validate(&json!({"domain": "acme.my.salesforce.com", "connect_mode": ""}))
             .expect("valid");
         assert_eq!(normalized["connect_mode"], "browser");
@@ -678,7 +858,7 @@ mod tests {
             json!({"client_id": " ", "client_secret": "s"}),
         ));
         assert_eq!(e.field, "client_id");
-        SalesforceConnector
+        SalesforceConnector::default()
             .validate(&with(
                 base,
                 json!({"client_id": "id", "client_secret": "s"}),
@@ -692,7 +872,7 @@ mod tests {
         assert_eq!(e.field, "client_id");
         let e = error(with(published_example(), json!({"client_secret": null})));
         assert_eq!(e.field, "client_secret");
-        SalesforceConnector
+        SalesforceConnector::default()
             .validate(&with(
                 published_example(),
                 json!({"oauth_refresh_token": null}),
@@ -712,7 +892,7 @@ mod tests {
             );
         }
         // A client id alone does not trip the rule.
-        SalesforceConnector
+        SalesforceConnector::default()
             .validate(&json!({"domain": "acme.my.salesforce.com", "connect_mode": "code", "client_id": "x"}))
             .expect("valid");
     }
@@ -730,7 +910,7 @@ mod tests {
             assert_eq!(e.field, "daily_api_calls");
             assert!(e.message.contains("enforce_api_limits"), "{e}");
         }
-        let ok = SalesforceConnector
+        let ok = SalesforceConnector::default()
             .validate(&with(
                 published_example(),
                 json!({"enforce_api_limits": true, "daily_api_calls": 5000}),
@@ -745,7 +925,9 @@ mod tests {
             published_example(),
             json!({"username": "attacker@example.com", "instance_url_override": "https://evil"}),
         );
-        let normalized = SalesforceConnector.validate(&input).expect("valid");
+        let normalized = SalesforceConnector::default()
+            .validate(&input)
+            .expect("valid");
         assert_eq!(normalized, published_example());
         let stored = with(
             published_example(),
@@ -757,7 +939,7 @@ mod tests {
 
     #[test]
     fn schema_marks_secrets_and_read_only_keys() {
-        let schema = SalesforceConnector.config_schema();
+        let schema = SalesforceConnector::default().config_schema();
         assert_eq!(sdk_violations(&schema), Vec::<String>::new(), "{schema:#}");
         assert_eq!(schema["required"], json!(["domain"]));
         let props = &schema["properties"];
@@ -783,18 +965,18 @@ mod tests {
             );
         }
         assert_eq!(
-            SalesforceConnector.sensitive_keys(),
+            SalesforceConnector::default().sensitive_keys(),
             vec!["client_secret", "oauth_refresh_token"]
         );
         assert_eq!(
-            SalesforceConnector.read_only_keys(),
+            SalesforceConnector::default().read_only_keys(),
             vec!["username", "instance_url_override"]
         );
     }
 
     #[test]
     fn info_describes_the_type() {
-        let info = SalesforceConnector.info();
+        let info = SalesforceConnector::default().info();
         assert_eq!(
             (info.id, info.name, info.use_oauth),
             ("salesforce", "Salesforce", true)
@@ -806,13 +988,62 @@ mod tests {
 
     #[tokio::test]
     async fn check_reports_not_yet_authorized_honestly() {
-        let health = SalesforceConnector
-            .check(&published_example())
+        // api mode without its refresh token yet.
+        let health = SalesforceConnector::default()
+            .check(&with(
+                published_example(),
+                json!({"oauth_refresh_token": null}),
+            ))
             .await
             .expect("check runs");
         assert_eq!(health.status, ConnectionStatus::Unauthorized);
+        assert!(
+            health
+                .message
+                .expect("message")
+                .contains("oauth_refresh_token")
+        );
+
+        // browser mode: without Ferry's connected app, and with it but before authorization.
+        let browser = json!({"domain": "acme.my.salesforce.com"});
+        let health = SalesforceConnector::default()
+            .check(&browser)
+            .await
+            .expect("check runs");
+        assert_eq!(health.status, ConnectionStatus::Unauthorized);
+        assert!(
+            health
+                .message
+                .expect("message")
+                .contains("FERRY_SALESFORCE_CLIENT_ID")
+        );
+        let connector = SalesforceConnector::new(SalesforceSettings {
+            oauth_app: Some(OAuthApp::new("ferry-app", "secret")),
+            root_certificates_pem: Vec::new(),
+        });
+        let health = connector.check(&browser).await.expect("check runs");
+        assert_eq!(health.status, ConnectionStatus::Unauthorized);
         let message = health.message.expect("message");
         assert!(message.starts_with("not yet authorized"), "{message}");
-        assert!(message.contains("connect_mode api"), "{message}");
+        assert!(message.contains("auth_url"), "{message}");
+    }
+
+    #[tokio::test]
+    async fn unreachable_domains_fail_with_a_useful_message() {
+        let config = with(published_example(), json!({"domain": "http://127.0.0.1:1"}));
+        let error = SalesforceConnector::default()
+            .check(&config)
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(
+            error.message.contains("could not connect"),
+            "{}",
+            error.message
+        );
+        assert!(error.message.contains("127.0.0.1:1"), "{}", error.message);
+        assert!(
+            !error.message.contains("ay8d5hdep"),
+            "no secrets in messages"
+        );
     }
 }

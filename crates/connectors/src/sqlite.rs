@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -19,6 +20,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 use sqlx::{Connection as _, Executor as _};
 
 use crate::schema::{ConfigSpec, ReadOnlyKeys};
+use crate::source::{
+    self, Batcher, FieldType, ModelSource, Relation, RelationKind, RowBatch, Selection,
+    SourceError, SourceField,
+};
 use crate::sql;
 use crate::{
     Capabilities, CheckError, ConnectionHealth, ConnectionStatus, ConnectionTypeInfo, Connector,
@@ -183,6 +188,10 @@ impl Connector for SqliteConnector {
         SqliteConfig::from_value(config).map(|parsed| parsed.to_value())
     }
 
+    fn model_source(&self) -> Option<&dyn ModelSource> {
+        Some(self)
+    }
+
     fn check<'a>(
         &'a self,
         config: &'a Value,
@@ -196,6 +205,297 @@ impl Connector for SqliteConnector {
                 message: None,
                 learned: Default::default(),
             })
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Model source
+// ---------------------------------------------------------------------------------------
+
+/// The field type of a SQLite declared type (SQLite's affinity rules, plus the usual
+/// boolean, date/time and JSON spellings).
+fn sqlite_field_type(declared: &str) -> FieldType {
+    let upper = declared.to_ascii_uppercase();
+    let has = |part: &str| upper.contains(part);
+    if has("BOOL") {
+        FieldType::Boolean
+    } else if has("INT") {
+        FieldType::Number
+    } else if has("DATE") || has("TIME") {
+        FieldType::Datetime
+    } else if has("JSON") {
+        FieldType::Object
+    } else if has("CHAR") || has("CLOB") || has("TEXT") {
+        FieldType::String
+    } else if has("BLOB") {
+        FieldType::Binary
+    } else if has("REAL") || has("FLOA") || has("DOUB") || has("NUMERIC") || has("DECIMAL") {
+        FieldType::Number
+    } else if upper.trim().is_empty() || upper == "NULL" {
+        FieldType::Unknown
+    } else {
+        FieldType::String
+    }
+}
+
+fn sqlite_value(
+    row: &sqlx::sqlite::SqliteRow,
+    index: usize,
+    field_type: FieldType,
+) -> Result<Value, sqlx::Error> {
+    use sqlx::{Row as _, TypeInfo as _, ValueRef as _};
+    let raw = row.try_get_raw(index)?;
+    if raw.is_null() {
+        return Ok(Value::Null);
+    }
+    let storage = raw.type_info().name().to_string();
+    Ok(match storage.as_str() {
+        "INTEGER" => {
+            let value = row.try_get_unchecked::<i64, _>(index)?;
+            if field_type == FieldType::Boolean {
+                Value::Bool(value != 0)
+            } else {
+                Value::from(value)
+            }
+        }
+        "REAL" => source::float(row.try_get_unchecked::<f64, _>(index)?),
+        "BLOB" => source::base64(&row.try_get_unchecked::<Vec<u8>, _>(index)?),
+        _ => {
+            let text = row.try_get_unchecked::<String, _>(index)?;
+            match field_type {
+                FieldType::Datetime => source::text_timestamp(&text),
+                FieldType::Object | FieldType::Array => {
+                    serde_json::from_str(&text).unwrap_or(Value::String(text))
+                }
+                FieldType::Number => source::decimal(&text),
+                FieldType::Boolean => match text.to_ascii_lowercase().as_str() {
+                    "true" | "t" | "1" => Value::Bool(true),
+                    "false" | "f" | "0" => Value::Bool(false),
+                    _ => Value::String(text),
+                },
+                _ => Value::String(text),
+            }
+        }
+    })
+}
+
+impl SqliteConfig {
+    /// Opens the existing file read-only (never creating it), within the check timeout.
+    async fn source_connection(&self) -> Result<SqliteConnection, SourceError> {
+        let path = Path::new(&self.path);
+        if !path.is_file() {
+            return Err(SourceError::Connect(format!(
+                "database file not found: {} (Ferry does not create it)",
+                self.path
+            )));
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(false)
+            .read_only(true);
+        match tokio::time::timeout(sql::CHECK_TIMEOUT, SqliteConnection::connect_with(&options))
+            .await
+        {
+            Ok(Ok(connection)) => Ok(connection),
+            Ok(Err(error)) => Err(SourceError::Connect(self.describe(&error))),
+            Err(_) => Err(SourceError::Connect(format!(
+                "opening {} took longer than {} s",
+                self.path,
+                sql::CHECK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    async fn relations(connection: &mut SqliteConnection) -> Result<Vec<Relation>, SourceError> {
+        use sqlx::Row as _;
+        let rows = sqlx::query(
+            "SELECT name, type FROM sqlite_master \
+             WHERE type IN ('table', 'view') AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             ORDER BY name",
+        )
+        .fetch_all(&mut *connection)
+        .await
+        .map_err(sqlite_query_error)?;
+        rows.iter()
+            .map(|row| {
+                let kind: String = row.try_get("type").map_err(sqlite_query_error)?;
+                Ok(Relation {
+                    name: row.try_get("name").map_err(sqlite_query_error)?,
+                    kind: if kind == "view" {
+                        RelationKind::View
+                    } else {
+                        RelationKind::Table
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The SQL a selection reads and, for a table or view, its name.
+    async fn selection_sql(
+        connection: &mut SqliteConnection,
+        selection: &Selection,
+    ) -> Result<(String, Option<String>), SourceError> {
+        match selection {
+            Selection::Query(query) => Ok((source::query_text(query)?.to_string(), None)),
+            Selection::Table(_) | Selection::View(_) => {
+                let relations = Self::relations(connection).await?;
+                let index = source::resolve_relation(&relations, selection, None)?;
+                let name = relations[index].name.clone();
+                Ok((
+                    format!("SELECT * FROM {}", source::quote_identifier(&name, '"')),
+                    Some(name),
+                ))
+            }
+        }
+    }
+
+    /// Prepares (does not run) the wrapped selection and reads its columns; a table's
+    /// columns carry their declared types.
+    async fn describe_sql(
+        connection: &mut SqliteConnection,
+        inner: &str,
+        relation: Option<&str>,
+    ) -> Result<Vec<SourceField>, SourceError> {
+        use sqlx::{Column as _, Row as _, TypeInfo as _};
+        let wrapped = source::wrap_query("*", inner, None);
+        let described = connection
+            .describe(&wrapped)
+            .await
+            .map_err(sqlite_query_error)?;
+        let mut declared = std::collections::HashMap::new();
+        if let Some(relation) = relation {
+            let rows = sqlx::query("SELECT name, type FROM pragma_table_info($1)")
+                .bind(relation)
+                .fetch_all(&mut *connection)
+                .await
+                .map_err(sqlite_query_error)?;
+            for row in &rows {
+                let name: String = row.try_get("name").map_err(sqlite_query_error)?;
+                let declared_type: String = row.try_get("type").map_err(sqlite_query_error)?;
+                if !declared_type.trim().is_empty() {
+                    declared.insert(name, declared_type);
+                }
+            }
+        }
+        let fields: Vec<SourceField> = described
+            .columns()
+            .iter()
+            .map(|column| {
+                let remote_type = declared
+                    .get(column.name())
+                    .cloned()
+                    .unwrap_or_else(|| column.type_info().name().to_string());
+                SourceField {
+                    name: column.name().to_string(),
+                    field_type: sqlite_field_type(&remote_type),
+                    remote_type,
+                }
+            })
+            .collect();
+        source::check_unique_names(&fields)?;
+        Ok(fields)
+    }
+
+    async fn read_into(
+        &self,
+        selection: &Selection,
+        limit: Option<u64>,
+        batcher: &mut Batcher,
+    ) -> Result<(), SourceError> {
+        use futures_util::TryStreamExt as _;
+        let mut connection = self.source_connection().await?;
+        let (inner, relation) = Self::selection_sql(&mut connection, selection).await?;
+        let fields = Self::describe_sql(&mut connection, &inner, relation.as_deref()).await?;
+        let types: Vec<FieldType> = fields.iter().map(|f| f.field_type).collect();
+        let sql = source::wrap_query("*", &inner, limit);
+        batcher.set_fields(fields);
+        {
+            let mut rows = sqlx::query(&sql).fetch(&mut connection);
+            while let Some(row) = rows.try_next().await.map_err(sqlite_read_error)? {
+                let values = types
+                    .iter()
+                    .enumerate()
+                    .map(|(index, field_type)| sqlite_value(&row, index, *field_type))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(sqlite_read_error)?;
+                if batcher.push(values).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        let _ = connection.close().await;
+        Ok(())
+    }
+}
+
+/// The database's own message for a rejected statement.
+fn sqlite_query_error(error: sqlx::Error) -> SourceError {
+    match error {
+        sqlx::Error::Database(db) => SourceError::Query(db.message().to_string()),
+        other => SourceError::Query(other.to_string()),
+    }
+}
+
+fn sqlite_read_error(error: sqlx::Error) -> SourceError {
+    match error {
+        sqlx::Error::Database(db) => SourceError::Query(db.message().to_string()),
+        other => SourceError::Read(other.to_string()),
+    }
+}
+
+fn parse_source_config(config: &Value) -> Result<SqliteConfig, SourceError> {
+    SqliteConfig::from_value(config).map_err(|e| SourceError::Configuration(e.to_string()))
+}
+
+impl ModelSource for SqliteConnector {
+    fn list_relations<'a>(
+        &'a self,
+        config: &'a Value,
+    ) -> BoxFuture<'a, Result<Vec<Relation>, SourceError>> {
+        Box::pin(async move {
+            let parsed = parse_source_config(config)?;
+            let mut connection = parsed.source_connection().await?;
+            let relations = SqliteConfig::relations(&mut connection).await;
+            let _ = connection.close().await;
+            relations
+        })
+    }
+
+    fn describe<'a>(
+        &'a self,
+        config: &'a Value,
+        selection: &'a Selection,
+    ) -> BoxFuture<'a, Result<Vec<SourceField>, SourceError>> {
+        Box::pin(async move {
+            let parsed = parse_source_config(config)?;
+            let mut connection = parsed.source_connection().await?;
+            let described = async {
+                let (inner, relation) =
+                    SqliteConfig::selection_sql(&mut connection, selection).await?;
+                SqliteConfig::describe_sql(&mut connection, &inner, relation.as_deref()).await
+            }
+            .await;
+            let _ = connection.close().await;
+            described
+        })
+    }
+
+    fn read(
+        &self,
+        config: &Value,
+        selection: &Selection,
+        limit: Option<u64>,
+        batch_size: usize,
+    ) -> BoxStream<'static, Result<RowBatch, SourceError>> {
+        let config = config.clone();
+        let selection = selection.clone();
+        source::batched(batch_size, move |mut batcher| async move {
+            let parsed = parse_source_config(&config)?;
+            parsed.read_into(&selection, limit, &mut batcher).await?;
+            let _ = batcher.finish().await;
+            Ok(())
         })
     }
 }

@@ -5,7 +5,7 @@
 //! - [`SecretString`]: a credential whose `Debug`/`Display` never show the value.
 //! - [`FieldError`]: a validation failure that names the offending field and says what is
 //!   accepted.
-//! - [`time`]: RFC 3339 formatting used on every API boundary.
+//! - [`time`] — RFC 3339 formatting used on every API boundary.
 
 use std::fmt;
 

@@ -33,6 +33,12 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0002_oauth_states.sql"),
         include_str!("../migrations/postgres/0002_oauth_states.sql"),
     ),
+    (
+        3,
+        "models",
+        include_str!("../migrations/sqlite/0003_models.sql"),
+        include_str!("../migrations/postgres/0003_models.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {

@@ -9,6 +9,8 @@
 //! - [`connections`] — connections; configuration as JSON with secrets split out and encrypted.
 //! - [`idempotency`] — `Idempotency-Key` records (first outcome replayed, in-flight locking).
 //! - [`oauth`] — pending OAuth authorizations (state, user-entered codes).
+//! - [`models`] — models (a table, view or query of a source connection) and their fields.
+//! - [`api_usage`] — atomic reservations against a connection's daily API budget.
 //!
 //! Supporting modules: [`secrets`] (AEAD encryption of secret values), [`backend`] (pools,
 //! embedded forward-only migrations, the SQLite/PostgreSQL store types).
@@ -20,9 +22,11 @@ use std::sync::Arc;
 use ferry_core::{ErrorCode, HasErrorCode};
 
 pub mod api_keys;
+pub mod api_usage;
 pub mod backend;
 pub mod connections;
 pub mod idempotency;
+pub mod models;
 pub mod oauth;
 pub mod organizations;
 pub mod secrets;
@@ -30,9 +34,11 @@ pub mod secrets;
 pub mod testing;
 
 pub use api_keys::{ApiKey, ApiKeyStore, NewApiKey};
+pub use api_usage::{ApiUsageStore, Reservation};
 pub use backend::{PostgresStore, SqliteStore, open};
 pub use connections::{Connection, ConnectionDependent, ConnectionStore, ConnectionWrite};
 pub use idempotency::{IdempotencyBegin, IdempotencyStore, StoredResponse};
+pub use models::{Model, ModelStore, ModelWrite};
 pub use oauth::{OAuthState, OAuthStateStore};
 pub use organizations::{Organization, OrganizationStore};
 
@@ -43,6 +49,8 @@ pub trait MetadataStore:
     + ConnectionStore
     + IdempotencyStore
     + OAuthStateStore
+    + ApiUsageStore
+    + ModelStore
     + Send
     + Sync
     + 'static

@@ -315,7 +315,9 @@ conformance!(
     api_keys,
     connections,
     idempotency,
-    oauth_states
+    oauth_states,
+    api_budget,
+    models,
 );
 
 async fn oauth_states(store: DynStore) {
@@ -362,4 +364,201 @@ async fn oauth_states(store: DynStore) {
         .await
         .unwrap();
     assert!(store.oauth_state("state-abc").await.unwrap().is_none());
+}
+
+async fn api_budget(store: DynStore) {
+    let org = store.create_organization("acme").await.unwrap();
+    let connection = store.create_connection(org.id, write("sf")).await.unwrap();
+    let now = Utc::now();
+    let window = now - Duration::hours(24);
+    for expected_used in 0..3 {
+        let reservation = store
+            .reserve_api_calls(connection.id, now, 1, Some(3), window)
+            .await
+            .unwrap();
+        assert!(reservation.granted);
+        assert_eq!(reservation.used, expected_used);
+    }
+    let refused = store
+        .reserve_api_calls(connection.id, now, 1, Some(3), window)
+        .await
+        .unwrap();
+    assert!(!refused.granted);
+    assert_eq!(refused.used, 3);
+    // A refused reservation records nothing; without a cap calls are always granted.
+    assert_eq!(
+        store.api_calls_since(connection.id, window).await.unwrap(),
+        3
+    );
+    assert!(
+        store
+            .reserve_api_calls(connection.id, now, 5, None, window)
+            .await
+            .unwrap()
+            .granted
+    );
+    assert_eq!(
+        store.api_calls_since(connection.id, window).await.unwrap(),
+        8
+    );
+    // Calls outside the window no longer count.
+    let tomorrow = now + Duration::hours(25);
+    let later = store
+        .reserve_api_calls(
+            connection.id,
+            tomorrow,
+            1,
+            Some(3),
+            tomorrow - Duration::hours(24),
+        )
+        .await
+        .unwrap();
+    assert!(later.granted);
+    assert_eq!(later.used, 0);
+}
+
+fn model_write(connection_id: Uuid, name: &str) -> ferry_store::ModelWrite {
+    ferry_store::ModelWrite {
+        connection_id,
+        name: name.to_string(),
+        configuration: json!({"table": "public.users"}),
+        fields: json!([{"name": "id", "type": "number", "enabled": true}]),
+        identifier: Some("id".to_string()),
+        tracking_columns: vec!["updated_at".to_string()],
+        labels: vec!["vip".to_string()],
+        additional_fields: json!([]),
+        relations: json!([{"from": "id", "to": {"model_id": "m", "field": "id"}}]),
+        policies: vec![],
+        actor: Some("key-1".to_string()),
+    }
+}
+
+async fn models(store: DynStore) {
+    let acme = store.create_organization("acme").await.unwrap();
+    let other = store.create_organization("other").await.unwrap();
+    let warehouse = store
+        .create_connection(acme.id, write("warehouse"))
+        .await
+        .unwrap();
+    let lake = store
+        .create_connection(acme.id, write("lake"))
+        .await
+        .unwrap();
+    let foreign = store
+        .create_connection(other.id, write("theirs"))
+        .await
+        .unwrap();
+
+    // Another organization's connection is unknown.
+    assert!(matches!(
+        store
+            .create_model(acme.id, model_write(foreign.id, "users"))
+            .await,
+        Err(StoreError::NotFound {
+            entity: "connection"
+        })
+    ));
+
+    let created = store
+        .create_model(acme.id, model_write(warehouse.id, "users"))
+        .await
+        .unwrap();
+    assert_eq!(created.version, 1);
+    assert_eq!(created.identifier.as_deref(), Some("id"));
+    assert_eq!(created.labels, vec!["vip"]);
+    assert_eq!(created.fields[0]["name"], "id");
+    assert_eq!(created.created_at, created.updated_at);
+    assert_eq!(
+        store.connection_dependents(warehouse.id).await.unwrap(),
+        vec![ConnectionDependent {
+            kind: "model".to_string(),
+            id: created.id.to_string(),
+            name: "users".to_string(),
+        }]
+    );
+
+    // Tenancy.
+    assert!(matches!(
+        store.model(other.id, created.id).await,
+        Err(StoreError::NotFound { entity: "model" })
+    ));
+    assert!(store.list_models(other.id).await.unwrap().is_empty());
+    assert!(matches!(
+        store
+            .update_model(other.id, created.id, model_write(foreign.id, "x"))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.delete_model(other.id, created.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Update: version increments, the dependent link follows the connection and name.
+    let mut change = model_write(lake.id, "people");
+    change.identifier = None;
+    change.actor = Some("key-2".to_string());
+    let updated = store
+        .update_model(acme.id, created.id, change)
+        .await
+        .unwrap();
+    assert_eq!(updated.version, 2);
+    assert_eq!(updated.connection_id, lake.id);
+    assert_eq!(updated.identifier, None);
+    assert_eq!(updated.created_by.as_deref(), Some("key-1"));
+    assert_eq!(updated.updated_by.as_deref(), Some("key-2"));
+    assert!(
+        store
+            .connection_dependents(warehouse.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let dependents = store.connection_dependents(lake.id).await.unwrap();
+    assert_eq!(dependents.len(), 1);
+    assert_eq!(dependents[0].name, "people");
+
+    // List: most recently updated first.
+    let second = store
+        .create_model(acme.id, model_write(warehouse.id, "orders"))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store
+        .update_model(acme.id, created.id, model_write(lake.id, "people"))
+        .await
+        .unwrap();
+    let listed: Vec<Uuid> = store
+        .list_models(acme.id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(listed, vec![created.id, second.id]);
+
+    // Delete removes the link.
+    store.delete_model(acme.id, created.id).await.unwrap();
+    assert!(matches!(
+        store.model(acme.id, created.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(
+        store
+            .connection_dependents(lake.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.delete_model(acme.id, created.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    // Deleting the connection (forced) removes its models too.
+    store
+        .delete_connection(acme.id, warehouse.id)
+        .await
+        .unwrap();
+    assert!(store.list_models(acme.id).await.unwrap().is_empty());
 }

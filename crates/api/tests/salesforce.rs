@@ -1,0 +1,543 @@
+//! Salesforce connections end to end against the emulator (started in process on a random
+//! port): every connect mode, wrong credentials, and the daily API budget.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use ferry_api::{ApiSettings, AppState};
+use ferry_connectors::RegistrySettings;
+use ferry_connectors::salesforce::SalesforceSettings;
+use ferry_salesforce::OAuthApp;
+use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
+use ferry_store::secrets::Cipher;
+use ferry_store::{DynStore, SqliteStore};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use tower::ServiceExt as _;
+
+const PUBLIC_URL: &str = "http://ferry.test";
+
+struct Harness {
+    app: Router,
+    key: String,
+    emulator: RunningEmulator,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn harness() -> Harness {
+    let emulator = ferry_salesforce_emulator::start(EmulatorConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .expect("emulator starts");
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(dir.path().join("meta.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let store: DynStore = Arc::new(store);
+    let org = store.create_organization("default").await.unwrap();
+    let key = store.create_api_key(org.id, None).await.unwrap().plaintext;
+    let registry = ferry_connectors::registry_with(RegistrySettings {
+        salesforce: SalesforceSettings {
+            oauth_app: Some(OAuthApp::new("ferry-emulator", "ferry-emulator-secret")),
+            root_certificates_pem: Vec::new(),
+        },
+    });
+    let settings = ApiSettings {
+        public_base_url: PUBLIC_URL.to_string(),
+        ..ApiSettings::default()
+    };
+    let state = AppState::new(store, registry, Cipher::from_key(&[3u8; 32]), settings);
+    Harness {
+        app: ferry_api::router(state),
+        key,
+        emulator,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
+        _dir: dir,
+    }
+}
+
+impl Harness {
+    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", self.key));
+        let request = match body {
+            Some(body) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+            None => builder.body(Body::empty()).unwrap(),
+        };
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Sends a browser-style request to Ferry's public routes; returns status, Location, body.
+    async fn browse(&self, request: Request<Body>) -> (StatusCode, Option<String>, String) {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let location = response
+            .headers()
+            .get("location")
+            .map(|v| v.to_str().unwrap().to_string());
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            location,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    /// Opens Salesforce's (the emulator's) authorize page and clicks Allow; returns the
+    /// redirect the browser is sent to.
+    async fn approve_at_salesforce(&self, authorize_url: &str) -> String {
+        let page = self.http.get(authorize_url).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        let mut form: Vec<(String, String)> = hidden_inputs(&html);
+        form.push(("approve".into(), "allow".into()));
+        let action = format!("{}/services/oauth2/authorize", self.emulator.base_url());
+        let response = self.http.post(action).form(&form).send().await.unwrap();
+        assert!(response.status().is_redirection(), "{}", response.status());
+        response.headers()["location"].to_str().unwrap().to_string()
+    }
+
+    /// Follows Salesforce's redirect back to Ferry's callback.
+    async fn follow_callback(&self, location: &str) -> (StatusCode, Option<String>, String) {
+        let path = location
+            .strip_prefix(PUBLIC_URL)
+            .unwrap_or_else(|| panic!("callback goes to Ferry: {location}"));
+        self.browse(Request::get(path).body(Body::empty()).unwrap())
+            .await
+    }
+
+    async fn emulator_calls(&self) -> Value {
+        self.http
+            .get(format!("{}/__emulator/calls", self.emulator.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// A refresh token obtained from the emulator by the web-server flow.
+    async fn refresh_token(&self) -> String {
+        let authorize = format!(
+            "{}/services/oauth2/authorize?response_type=code&client_id=ferry-emulator&redirect_uri={}&state=s1",
+            self.emulator.base_url(),
+            "http%3A%2F%2Flocalhost%2Fcb"
+        );
+        let location = self.approve_at_salesforce(&authorize).await;
+        let url = reqwest::Url::parse(&location).unwrap();
+        let code = url
+            .query_pairs()
+            .find(|(k, _)| k == "code")
+            .unwrap()
+            .1
+            .to_string();
+        let token: Value = self
+            .http
+            .post(format!(
+                "{}/services/oauth2/token",
+                self.emulator.base_url()
+            ))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("client_id", "ferry-emulator"),
+                ("client_secret", "ferry-emulator-secret"),
+                ("redirect_uri", "http://localhost/cb"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        token["refresh_token"]
+            .as_str()
+            .expect("refresh token")
+            .to_string()
+    }
+}
+
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let mut inputs = Vec::new();
+    for part in html.split("<input").skip(1) {
+        let tag = part.split('>').next().unwrap_or("");
+        let attr = |name: &str| {
+            let needle = format!("{name}=\"");
+            tag.find(&needle).map(|start| {
+                let rest = &tag[start + needle.len()..];
+                rest[..rest.find('"').unwrap_or(rest.len())]
+                    .replace("&amp;", "&")
+                    .replace("&quot;", "\"")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&#39;", "'")
+            })
+        };
+        if let (Some(name), Some(value)) = (attr("name"), attr("value")) {
+            inputs.push((name, value));
+        }
+    }
+    inputs
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_mode_end_to_end() {
+    let h = harness().await;
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "sf", "type": "salesforce", "configuration": {"domain": h.emulator.base_url()}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["status"], "unauthorized");
+    assert!(
+        data["status_error"].as_str().unwrap().contains("auth_url"),
+        "{data}"
+    );
+    let id = data["id"].as_str().unwrap().to_string();
+    let auth_url = data["auth_url"].as_str().expect("auth_url").to_string();
+    assert!(auth_url.starts_with(&format!(
+        "{}/services/oauth2/authorize?",
+        h.emulator.base_url()
+    )));
+    assert!(
+        auth_url.contains("redirect_uri=http%3A%2F%2Fferry.test%2Foauth%2Fsalesforce%2Fcallback")
+    );
+
+    let location = h.approve_at_salesforce(&auth_url).await;
+    let (status, _, page) = h.follow_callback(&location).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("admin@ferry.local"), "{page}");
+
+    let (_, body) = h.call("GET", &format!("/api/connections/{id}"), None).await;
+    let data = &body["data"];
+    assert_eq!(data["status"], "healthy", "{data}");
+    assert_eq!(data["configuration"]["username"], "admin@ferry.local");
+    assert_eq!(data["configuration"]["oauth_refresh_token"], "********");
+
+    // The state is single use.
+    let (status, _, _) = h.follow_callback(&location).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // The stored refresh token works: a test with the saved connection succeeds, and a PUT
+    // that leaves the token out keeps it.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections/test",
+            Some(json!({"type": "salesforce", "configuration": {}, "connection_id": id})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "healthy");
+    let (status, body) = h
+        .call(
+            "PUT",
+            &format!("/api/connections/{id}"),
+            Some(json!({"name": "renamed", "configuration": {"domain": h.emulator.base_url()}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "healthy", "{body}");
+    assert!(body["data"].get("auth_url").is_none());
+
+    // reconnect: a fresh authorization is started.
+    let (_, body) = h
+        .call("PUT", &format!("/api/connections/{id}"), Some(json!({"name": "renamed", "configuration": {"domain": h.emulator.base_url()}, "reconnect": true})))
+        .await;
+    assert_eq!(body["data"]["status"], "unauthorized", "{body}");
+    assert!(body["data"]["auth_url"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn browser_mode_honours_redirect_url_and_denial() {
+    let h = harness().await;
+    let (_, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "sf", "type": "salesforce", "redirect_url": "https://app.example.com/done", "configuration": {"domain": h.emulator.base_url()}})),
+        )
+        .await;
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    let auth_url = body["data"]["auth_url"].as_str().unwrap().to_string();
+    let location = h.approve_at_salesforce(&auth_url).await;
+    let (status, redirect, _) = h.follow_callback(&location).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let redirect = redirect.unwrap();
+    assert!(
+        redirect.starts_with("https://app.example.com/done?"),
+        "{redirect}"
+    );
+    assert!(redirect.contains(&format!("connection_id={id}")));
+    assert!(redirect.contains("status=healthy"));
+
+    // A denied authorization leaves the connection unauthorized with the reason.
+    let (_, body) = h
+        .call("POST", "/api/connections", Some(json!({"name": "sf2", "type": "salesforce", "configuration": {"domain": h.emulator.base_url()}})))
+        .await;
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    let auth_url = reqwest::Url::parse(body["data"]["auth_url"].as_str().unwrap()).unwrap();
+    let state = auth_url
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let (status, _, page) = h
+        .browse(
+            Request::get(format!("/oauth/salesforce/callback?error=access_denied&error_description=end-user+denied+authorization&state={state}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(page.contains("access_denied"), "{page}");
+    let (_, body) = h.call("GET", &format!("/api/connections/{id}"), None).await;
+    assert_eq!(body["data"]["status"], "unauthorized");
+    assert!(
+        body["data"]["status_error"]
+            .as_str()
+            .unwrap()
+            .contains("access_denied")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn code_mode_end_to_end() {
+    let h = harness().await;
+    let (_, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "sf", "type": "salesforce", "configuration": {"domain": h.emulator.base_url(), "connect_mode": "code"}})),
+        )
+        .await;
+    let data = &body["data"];
+    let id = data["id"].as_str().unwrap().to_string();
+    let code = data["auth_code"].as_str().expect("auth_code").to_string();
+    assert_eq!(data["auth_url"], "http://ferry.test/oauth/salesforce/code");
+
+    let (status, _, page) = h
+        .browse(
+            Request::get("/oauth/salesforce/code")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("auth_code"));
+    let (status, _, _) = h
+        .browse(
+            Request::post("/oauth/salesforce/code")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("auth_code=NOPE-NOPE"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, location, _) = h
+        .browse(
+            Request::post("/oauth/salesforce/code")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("auth_code={}", code.to_lowercase())))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let authorize = location.unwrap();
+    assert!(authorize.starts_with(&h.emulator.base_url()));
+    let back = h.approve_at_salesforce(&authorize).await;
+    let (status, _, page) = h.follow_callback(&back).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let (_, body) = h.call("GET", &format!("/api/connections/{id}"), None).await;
+    assert_eq!(body["data"]["status"], "healthy");
+    assert_eq!(
+        body["data"]["configuration"]["username"],
+        "admin@ferry.local"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_credentials_and_api_modes() {
+    let h = harness().await;
+    let base = h.emulator.base_url();
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(
+                json!({"name": "cc", "type": "salesforce", "configuration": {
+                "domain": base, "connect_mode": "clientcredentials",
+                "client_id": "ferry-emulator", "client_secret": "ferry-emulator-secret"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "healthy");
+    assert_eq!(
+        body["data"]["configuration"]["username"],
+        "admin@ferry.local"
+    );
+
+    // Wrong secret: 422 with a message a user can act on, nothing saved.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(
+                json!({"name": "bad", "type": "salesforce", "configuration": {
+                "domain": base, "connect_mode": "clientcredentials",
+                "client_id": "ferry-emulator", "client_secret": "wrong"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("client_secret is wrong"),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("\"wrong\""));
+
+    // api mode with a refresh token obtained from Salesforce.
+    let refresh = h.refresh_token().await;
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(
+                json!({"name": "api", "type": "salesforce", "configuration": {
+                "domain": base, "connect_mode": "api", "client_id": "ferry-emulator",
+                "client_secret": "ferry-emulator-secret", "oauth_refresh_token": refresh}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], "healthy");
+    assert_eq!(
+        body["data"]["configuration"]["username"],
+        "admin@ferry.local"
+    );
+    assert_eq!(
+        body["data"]["configuration"]["oauth_refresh_token"],
+        "********"
+    );
+
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "api-bad", "type": "salesforce", "configuration": {
+                "domain": base, "connect_mode": "api", "client_id": "ferry-emulator",
+                "client_secret": "ferry-emulator-secret", "oauth_refresh_token": "5Aep-not-a-token"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("refresh token"),
+        "{body}"
+    );
+
+    // An unreachable domain.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(
+                json!({"name": "gone", "type": "salesforce", "configuration": {
+                "domain": "http://127.0.0.1:1", "connect_mode": "clientcredentials",
+                "client_id": "x", "client_secret": "y"}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not connect"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daily_budget_is_enforced_before_calls_reach_salesforce() {
+    let h = harness().await;
+    let base = h.emulator.base_url();
+    let configuration = json!({
+        "domain": base, "connect_mode": "clientcredentials",
+        "client_id": "ferry-emulator", "client_secret": "ferry-emulator-secret",
+        "enforce_api_limits": true, "daily_api_calls": 3
+    });
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "capped", "type": "salesforce", "configuration": configuration})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    let test = json!({"type": "salesforce", "configuration": {}, "connection_id": id});
+
+    // Each test makes at least one metered call; keep testing until the cap refuses.
+    let mut granted = 0;
+    let refusal = loop {
+        let (status, body) = h
+            .call("POST", "/api/connections/test", Some(test.clone()))
+            .await;
+        if status != StatusCode::OK {
+            break body;
+        }
+        granted += 1;
+        assert!(granted <= 3, "the cap of 3 calls must stop the tests");
+    };
+    assert!(
+        refusal["message"].as_str().unwrap().contains("budget"),
+        "{refusal}"
+    );
+    let (_, body) = h.call("GET", &format!("/api/connections/{id}"), None).await;
+    let used = body["data"]["api_calls_last_24_hours"].as_i64().unwrap();
+    assert!((1..=3).contains(&used), "used {used}");
+
+    // Once refused, nothing reaches the emulator.
+    let before = h.emulator_calls().await;
+    let (status, _) = h
+        .call("POST", "/api/connections/test", Some(test.clone()))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let after = h.emulator_calls().await;
+    let total = |calls: &Value| {
+        calls["calls"]
+            .as_object()
+            .map(|m| m.values().map(|v| v.as_i64().unwrap_or(0)).sum::<i64>())
+            .unwrap_or(0)
+    };
+    assert_eq!(total(&before), total(&after), "{before} vs {after}");
+    assert_eq!(before["apiUsed"], after["apiUsed"]);
+}
