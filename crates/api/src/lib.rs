@@ -25,8 +25,10 @@ pub mod identity;
 pub mod meta;
 pub mod middleware;
 pub mod models;
+pub mod proxy;
 pub mod proxy_rules;
 pub mod routes;
+pub mod salesforce_clients;
 pub mod salesforce_oauth;
 
 use error::ApiError;
@@ -61,6 +63,8 @@ struct StateInner {
     registry: Registry,
     cipher: Cipher,
     settings: ApiSettings,
+    salesforce_clients: salesforce_clients::ClientCache,
+    proxy: proxy::ProxyState,
 }
 
 impl std::fmt::Debug for AppState {
@@ -82,6 +86,8 @@ impl AppState {
                 registry,
                 cipher,
                 settings,
+                salesforce_clients: salesforce_clients::ClientCache::default(),
+                proxy: proxy::ProxyState::default(),
             }),
         }
     }
@@ -105,6 +111,16 @@ impl AppState {
     pub fn settings(&self) -> &ApiSettings {
         &self.inner.settings
     }
+
+    /// Salesforce clients of saved connections.
+    pub fn salesforce_clients(&self) -> &salesforce_clients::ClientCache {
+        &self.inner.salesforce_clients
+    }
+
+    /// Proxy rate limits and statistics.
+    pub fn proxy(&self) -> &proxy::ProxyState {
+        &self.inner.proxy
+    }
 }
 
 /// Every authenticated API route.
@@ -112,6 +128,7 @@ pub fn api_routes() -> ApiRoutes {
     ApiRoutes::new()
         .merge(connection_types::routes())
         .merge(connections::routes())
+        .merge(proxy::routes())
         .merge(identity::routes())
         .merge(models::routes())
 }

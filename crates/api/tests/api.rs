@@ -638,3 +638,46 @@ both_backends!(
     idempotency,
     openapi_covers_served_routes,
 );
+
+/// A second request with the same key while the first is still running gets 409; once the
+/// first finishes, its outcome is replayed. The first request is held up by a PostgreSQL
+/// "server" that accepts connections and never answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotency_key_in_flight_conflicts() {
+    let h = sqlite_harness().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let body = json!({"name": "slow", "type": "postgresql", "configuration": {
+        "hostname": "127.0.0.1", "port": port, "username": "u", "database": "d", "ssl": false}});
+    let request = || {
+        Request::post("/api/connections")
+            .header("authorization", format!("Bearer {}", h.key))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "slow-create-1")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let first = {
+        let app = h.app.clone();
+        let request = request();
+        tokio::spawn(async move { app.oneshot(request).await.unwrap() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (status, headers, conflict) = h.send(request()).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{conflict}");
+    assert_api_error(&conflict, 409);
+    assert!(headers.contains_key("retry-after"));
+    let first = first.await.unwrap();
+    assert_eq!(first.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, headers, _) = h.send(request()).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    silent.abort();
+    h.finish().await;
+}

@@ -541,3 +541,185 @@ async fn daily_budget_is_enforced_before_calls_reach_salesforce() {
     assert_eq!(total(&before), total(&after), "{before} vs {after}");
     assert_eq!(before["apiUsed"], after["apiUsed"]);
 }
+
+async fn healthy_client_credentials_connection(h: &Harness, extra: Value) -> String {
+    let mut configuration = json!({
+        "domain": h.emulator.base_url(), "connect_mode": "clientcredentials",
+        "client_id": "ferry-emulator", "client_secret": "ferry-emulator-secret"
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        configuration[key] = value.clone();
+    }
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "sf", "type": "salesforce", "configuration": configuration})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["data"]["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_passes_calls_through_with_stored_credentials() {
+    let h = harness().await;
+    let id = healthy_client_credentials_connection(&h, json!({})).await;
+    let proxy = format!("/api/connections/{id}/proxy");
+
+    let (status, body) = h
+        .call(
+            "POST",
+            &proxy,
+            Some(json!({"request": {"method": "GET", "path": "/services/data/v59.0/limits"}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let data = &body["data"];
+    assert_eq!(data["status"], 200);
+    assert_eq!(data["truncated"], false);
+    assert!(
+        data["contentType"]
+            .as_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    let limits: Value = serde_json::from_str(data["body"].as_str().unwrap()).unwrap();
+    assert!(limits["DailyApiRequests"]["Max"].is_number(), "{limits}");
+    assert!(data["latencyMs"].is_number() && data["proxyCallId"].is_string());
+
+    // Structured query parameters, a JSON body, and Salesforce's own errors passed back.
+    let (_, body) = h
+        .call("POST", &proxy, Some(json!({"request": {"method": "GET", "path": "/services/data/v59.0/query", "query": {"q": "SELECT Id, Name FROM Organization"}}})))
+        .await;
+    assert_eq!(body["data"]["status"], 200, "{body}");
+    assert!(
+        body["data"]["body"]
+            .as_str()
+            .unwrap()
+            .contains("\"totalSize\":1")
+    );
+    let (_, body) = h
+        .call("POST", &proxy, Some(json!({"request": {"method": "POST", "path": "/services/data/v59.0/sobjects/Account", "body": {"Name": "Proxied"}}})))
+        .await;
+    assert_eq!(body["data"]["status"], 201, "{body}");
+    let (_, body) = h
+        .call("POST", &proxy, Some(json!({"request": {"method": "GET", "path": "/services/data/v59.0/sobjects/Nope/describe"}})))
+        .await;
+    assert_eq!(body["data"]["status"], 404, "{body}");
+    assert!(body["data"]["body"].as_str().unwrap().contains("NOT_FOUND"));
+
+    // Refused before anything is sent.
+    let before = h.emulator_calls().await;
+    for (request, field) in [
+        (
+            json!({"method": "GET", "path": "https://evil.example.com/services/data"}),
+            "request.path",
+        ),
+        (
+            json!({"method": "GET", "path": "//evil.example.com/services/data"}),
+            "request.path",
+        ),
+        (
+            json!({"method": "GET", "path": "/services/data/../../secret"}),
+            "request.path",
+        ),
+        (json!({"method": "GET", "path": "/admin"}), "request.path"),
+        (
+            json!({"method": "GET", "path": "/services/data", "headers": {"Authorization": "Bearer stolen"}}),
+            "request.headers",
+        ),
+        (
+            json!({"method": "TRACE", "path": "/services/data"}),
+            "request.method",
+        ),
+        (
+            json!({"method": "POST", "path": "/services/data", "body": "x".repeat(300 * 1024)}),
+            "request.body",
+        ),
+    ] {
+        let (status, body) = h
+            .call("POST", &proxy, Some(json!({"request": request})))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{request} -> {body}");
+        assert_eq!(body["metadata"]["field"], field, "{body}");
+    }
+    assert_eq!(
+        h.emulator_calls().await["calls"],
+        before["calls"],
+        "refused calls reached Salesforce"
+    );
+
+    // Info: the contract and the statistics.
+    let (status, body) = h
+        .call("GET", &format!("/api/connections/{id}/proxy/info"), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let info = &body["data"];
+    assert_eq!(info["backendType"], "salesforce");
+    assert_eq!(info["requestContract"]["maxResponseBodyBytes"], 1024 * 1024);
+    assert_eq!(info["stats"]["proxyCallsLast24h"], 4);
+    assert_eq!(info["stats"]["proxy2xxLast24h"], 3);
+    assert_eq!(info["stats"]["proxy4xxLast24h"], 1);
+    assert!(info["stats"]["callsLast24h"].as_i64().unwrap() >= 4);
+    assert_eq!(info["inheritedBase"]["lockedHeaders"][0]["redacted"], true);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_truncates_large_responses_and_respects_the_budget() {
+    let h = harness().await;
+    let generate = h
+        .http
+        .post(format!("{}/__emulator/generate/Account", h.emulator.base_url()))
+        .json(&json!({"count": 2000, "fields": {"Name": "Account {n}", "Description": "d".repeat(800)}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(generate.status().is_success());
+    let id = healthy_client_credentials_connection(
+        &h,
+        json!({"enforce_api_limits": true, "daily_api_calls": 3}),
+    )
+    .await;
+    let proxy = format!("/api/connections/{id}/proxy");
+    let (status, body) = h
+        .call("POST", &proxy, Some(json!({"request": {"method": "GET", "path": "/services/data/v59.0/query", "query": {"q": "SELECT Id, Description FROM Account"}}})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["truncated"], true);
+    assert_eq!(body["data"]["body"].as_str().unwrap().len(), 1024 * 1024);
+
+    // The cap of 3: the create was not counted (no connection yet), this call and two more
+    // pass, then 429 without reaching Salesforce.
+    let limits = json!({"request": {"method": "GET", "path": "/services/data/v59.0/limits"}});
+    for _ in 0..2 {
+        let (status, body) = h.call("POST", &proxy, Some(limits.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let before = h.emulator_calls().await;
+    let (status, body) = h.call("POST", &proxy, Some(limits.clone())).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("budget"),
+        "{body}"
+    );
+    assert_eq!(h.emulator_calls().await["apiUsed"], before["apiUsed"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_rate_limits_each_connection() {
+    let h = harness().await;
+    let id = healthy_client_credentials_connection(&h, json!({})).await;
+    let proxy = format!("/api/connections/{id}/proxy");
+    let call = json!({"request": {"method": "GET", "path": "/services/data/v59.0/limits"}});
+    for _ in 0..ferry_api::proxy_rules::RATE_LIMIT_PER_MINUTE {
+        let (status, body) = h.call("POST", &proxy, Some(call.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let (status, body) = h.call("POST", &proxy, Some(call)).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("rate limit"),
+        "{body}"
+    );
+}

@@ -512,7 +512,6 @@ impl MysqlConfig {
         limit: Option<u64>,
         batcher: &mut Batcher,
     ) -> Result<(), SourceError> {
-        use futures_util::TryStreamExt as _;
         let mut connection = self.source_connection().await?;
         connection
             .execute("START TRANSACTION READ ONLY")
@@ -526,7 +525,8 @@ impl MysqlConfig {
         batcher.set_fields(fields);
         {
             let mut rows = sqlx::query(&sql).fetch(&mut connection);
-            while let Some(row) = rows.try_next().await.map_err(my_read_error)? {
+            while let Some(row) = source::next_row(batcher, &mut rows).await {
+                let row = row.map_err(my_read_error)?;
                 let values = reads
                     .iter()
                     .enumerate()

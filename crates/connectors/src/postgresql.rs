@@ -650,7 +650,6 @@ impl PostgresqlConfig {
         limit: Option<u64>,
         batcher: &mut Batcher,
     ) -> Result<(), SourceError> {
-        use futures_util::TryStreamExt as _;
         let mut connection = self.source_connection().await?;
         connection
             .execute("BEGIN TRANSACTION READ ONLY")
@@ -664,7 +663,8 @@ impl PostgresqlConfig {
         batcher.set_fields(fields);
         {
             let mut rows = sqlx::query(&sql).fetch(&mut connection);
-            while let Some(row) = rows.try_next().await.map_err(read_error)? {
+            while let Some(row) = source::next_row(batcher, &mut rows).await {
+                let row = row.map_err(read_error)?;
                 let values = reads
                     .iter()
                     .enumerate()

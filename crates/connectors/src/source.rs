@@ -424,6 +424,21 @@ where
     ))
 }
 
+/// The next item of `rows`, unless the consumer of the batches goes away first (then
+/// `None`), so a reader blocked on a slow database stops as soon as nobody waits for it.
+pub(crate) async fn next_row<S, T>(batcher: &Batcher, rows: &mut S) -> Option<T>
+where
+    S: futures_util::Stream<Item = T> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    use futures_util::future::Either;
+    let closed = std::pin::pin!(batcher.sender.closed());
+    match futures_util::future::select(rows.next(), closed).await {
+        Either::Left((item, _)) => item,
+        Either::Right(_) => None,
+    }
+}
+
 /// The producing side of [`batched`].
 #[derive(Debug)]
 pub(crate) struct Batcher {
@@ -481,6 +496,7 @@ impl Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures_util::StreamExt as _;
     use serde_json::json;
 
     #[test]
@@ -585,7 +601,6 @@ mod tests {
 
     #[tokio::test]
     async fn batches_are_bounded_and_complete() {
-        use futures_util::StreamExt as _;
         let stream = batched(3, |mut batcher| async move {
             batcher.set_fields(vec![SourceField {
                 name: "n".into(),
@@ -605,5 +620,35 @@ mod tests {
             .collect()
             .await;
         assert_eq!(sizes, vec![3, 3, 1]);
+    }
+
+    #[tokio::test]
+    async fn the_producer_waits_for_the_consumer() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let produced = Arc::new(AtomicUsize::new(0));
+        let counter = produced.clone();
+        let mut stream = batched(10, move |mut batcher| async move {
+            batcher.set_fields(Vec::new());
+            for n in 0..100_000 {
+                if batcher.push(vec![json!(n)]).await.is_err() {
+                    return Ok(());
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+            Ok(())
+        });
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.rows.len(), 10);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // One batch taken, READ_AHEAD queued, one being filled.
+        let ahead = produced.load(Ordering::SeqCst);
+        assert!(ahead <= 10 * (READ_AHEAD + 2), "{ahead} rows produced");
+        drop(stream);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(
+            produced.load(Ordering::SeqCst),
+            ahead,
+            "the producer stopped"
+        );
     }
 }

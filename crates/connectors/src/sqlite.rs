@@ -404,7 +404,6 @@ impl SqliteConfig {
         limit: Option<u64>,
         batcher: &mut Batcher,
     ) -> Result<(), SourceError> {
-        use futures_util::TryStreamExt as _;
         let mut connection = self.source_connection().await?;
         let (inner, relation) = Self::selection_sql(&mut connection, selection).await?;
         let fields = Self::describe_sql(&mut connection, &inner, relation.as_deref()).await?;
@@ -413,7 +412,8 @@ impl SqliteConfig {
         batcher.set_fields(fields);
         {
             let mut rows = sqlx::query(&sql).fetch(&mut connection);
-            while let Some(row) = rows.try_next().await.map_err(sqlite_read_error)? {
+            while let Some(row) = source::next_row(batcher, &mut rows).await {
+                let row = row.map_err(sqlite_read_error)?;
                 let values = types
                     .iter()
                     .enumerate()

@@ -100,6 +100,10 @@ pub fn handle(
         );
     }
     let _ = query;
+    if *method != Method::GET && segs_touch_schema(path) {
+        st.schema_changed_ms
+            .store(crate::state::Clock::real_ms(), Ordering::Relaxed);
+    }
     let segs: Vec<&str> = path
         .trim_start_matches("/__emulator")
         .split('/')
@@ -306,6 +310,16 @@ pub fn handle(
             json!({"error": format!("unknown admin endpoint {method} {path}; GET /__emulator lists them")}),
         ),
     }
+}
+
+fn segs_touch_schema(path: &str) -> bool {
+    [
+        "/__emulator/reset",
+        "/__emulator/schema",
+        "/__emulator/objects",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 fn limits_json(st: &AppState) -> Reply {

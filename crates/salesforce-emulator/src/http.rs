@@ -351,8 +351,16 @@ pub fn rest(
         ["limits"] => only_get(method, || Reply::json(StatusCode::OK, limits(st))),
         ["limits", "recordCount"] => only_get(method, || record_count(st, query)),
         ["sobjects"] => only_get(method, || {
-            Reply::json(StatusCode::OK, describe::global(&st.org(), v))
+            not_modified(st, headers)
+                .unwrap_or_else(|| Reply::json(StatusCode::OK, describe::global(&st.org(), v)))
         }),
+        ["sobjects", o, "describe"]
+            if *method == Method::GET
+                && st.org().obj(o).is_some()
+                && not_modified(st, headers).is_some() =>
+        {
+            not_modified(st, headers).unwrap_or_else(not_found)
+        }
         ["sobjects", obj, rest @ ..] => sobjects(st, method, obj, rest, v, query, body),
         ["query" | "queryAll", locator] => only_get(method, || query_more(st, locator, v)),
         ["query"] => only_get(method, || run_query(st, query, false, v, headers)),
@@ -372,6 +380,16 @@ pub fn rest(
         }
         _ => not_found(),
     }
+}
+
+/// 304 when `If-Modified-Since` is not older than the last schema change (describe calls).
+fn not_modified(st: &AppState, headers: &HeaderMap) -> Option<Reply> {
+    let since = headers.get(header::IF_MODIFIED_SINCE)?.to_str().ok()?;
+    let since = chrono::DateTime::parse_from_rfc2822(since)
+        .ok()?
+        .timestamp_millis();
+    let changed = st.schema_changed_ms.load(Ordering::Relaxed);
+    (changed / 1000 <= since / 1000).then(|| Reply::empty(StatusCode::NOT_MODIFIED))
 }
 
 fn only_get(method: &Method, f: impl FnOnce() -> Reply) -> Reply {
@@ -642,6 +660,9 @@ fn record_op(
     let ctx = st.ctx();
     match *method {
         Method::GET | Method::HEAD => {
+            if !st.org().row(obj, row).in_query_all(st.clock.now_ms()) {
+                return not_found();
+            }
             if st.org().row(obj, row).deleted_ms.is_some() {
                 return errors_reply(
                     StatusCode::NOT_FOUND,
@@ -1314,10 +1335,11 @@ fn collections(
             }
             let mut out = Vec::new();
             for id in &ids {
-                let row = st
-                    .org()
-                    .find(obj, id)
-                    .filter(|r| st.org().row(obj, *r).deleted_ms.is_none());
+                let row = {
+                    let org = st.org();
+                    org.find(obj, id)
+                        .filter(|r| org.row(obj, *r).deleted_ms.is_none())
+                };
                 match row {
                     Some(r) => match record_json(st, obj, r, Some(&fields), v) {
                         Ok(j) => out.push(j),

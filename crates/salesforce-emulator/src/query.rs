@@ -643,6 +643,11 @@ impl Ctx<'_> {
     }
 }
 
+/// Converted money keeps the corporate currency's 2 decimal places.
+fn round_money(n: f64) -> f64 {
+    (n * 100.0).round() / 100.0
+}
+
 fn ord_ok(op: ComparisonOp, o: std::cmp::Ordering) -> bool {
     use std::cmp::Ordering::*;
     match op {
@@ -820,7 +825,7 @@ pub fn run(
                 let Some(r) = table.rows.get(row as usize) else {
                     continue;
                 };
-                if (r.deleted_ms.is_none() || all_rows)
+                if (r.deleted_ms.is_none() || (all_rows && r.in_query_all(now)))
                     && filter.as_ref().is_none_or(|f| c.test(f, row))
                 {
                     rows.push(row);
@@ -829,7 +834,7 @@ pub fn run(
         }
         None => {
             for (i, r) in table.rows.iter().enumerate() {
-                if r.deleted_ms.is_some() && !all_rows {
+                if r.deleted_ms.is_some() && !(all_rows && r.in_query_all(now)) {
                     continue;
                 }
                 let row = i as u32;
@@ -1016,6 +1021,15 @@ fn aggregate(c: &Ctx, obj: usize, q: &Query, rows: Vec<u32>) -> Result<Vec<Json>
                     Val::Num(n.iter().sum::<f64>() / n.len() as f64)
                 }
             }
+            AggregateFunction::Min | AggregateFunction::Max if money => {
+                let n = nums();
+                let pick = if f == AggregateFunction::Min {
+                    f64::min
+                } else {
+                    f64::max
+                };
+                n.into_iter().reduce(pick).map_or(Val::Null, Val::Num)
+            }
             AggregateFunction::Min | AggregateFunction::Max => {
                 let best = vals.iter().map(|(_, v)| v.clone()).reduce(|a, b| {
                     let o = cmp_vals(&a, &b);
@@ -1084,8 +1098,18 @@ fn aggregate(c: &Ctx, obj: usize, q: &Query, rows: Vec<u32>) -> Result<Vec<Json>
                 Col::Agg(f, p) => {
                     let v = agg(*f, p, &g.1);
                     match (f, &v) {
+                        (AggregateFunction::Sum | AggregateFunction::Avg, Val::Num(n))
+                            if p.kind == Kind::Currency =>
+                        {
+                            num_json(round_money(*n))
+                        }
                         (AggregateFunction::Sum | AggregateFunction::Avg, Val::Num(n)) => {
                             num_json(*n)
+                        }
+                        (AggregateFunction::Min | AggregateFunction::Max, Val::Num(n))
+                            if p.kind == Kind::Currency =>
+                        {
+                            num_json(round_money(*n))
                         }
                         _ => render_val(&v, p.kind),
                     }
@@ -1252,7 +1276,7 @@ fn render_node(c: &Ctx, node: &Node, obj: usize, row: u32, v: &str) -> Json {
                         Mode::Plain => render_val(&raw, kind),
                         Mode::Convert => match raw.as_f64() {
                             Some(n) if kind == Kind::Currency => {
-                                num_json(c.to_corporate(obj, row, n))
+                                num_json(round_money(c.to_corporate(obj, row, n)))
                             }
                             _ => render_val(&raw, kind),
                         },
@@ -1294,7 +1318,7 @@ fn render_node(c: &Ctx, node: &Node, obj: usize, row: u32, v: &str) -> Json {
                 let index = cp.index.get_or_init(|| {
                     let mut ix: HashMap<Box<str>, Vec<u32>> = HashMap::new();
                     for (i, r) in c.org.tables[cp.child_obj].rows.iter().enumerate() {
-                        if r.deleted_ms.is_some() && !c.all_rows {
+                        if r.deleted_ms.is_some() && !(c.all_rows && r.in_query_all(c.now)) {
                             continue;
                         }
                         if let Some(p) = r.get_str(cp.fk_col) {

@@ -4,6 +4,9 @@
 
 use crate::value::Val;
 
+/// How long deleted records stay in the recycle bin before they are purged.
+pub const RECYCLE_BIN_MS: i64 = 15 * 86_400_000;
+
 const T_FALSE: u8 = 0;
 const T_TRUE: u8 = 1;
 const T_INT: u8 = 2;
@@ -164,6 +167,11 @@ impl Row {
             i = (i + 3 + len).min(d.len());
         }
         out
+    }
+
+    /// Visible to `queryAll`: live, or in the recycle bin for less than 15 days at `now`.
+    pub fn in_query_all(&self, now: i64) -> bool {
+        self.deleted_ms.is_none_or(|d| now - d < RECYCLE_BIN_MS)
     }
 
     /// Heap bytes used by the encoding.

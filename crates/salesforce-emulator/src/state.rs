@@ -153,6 +153,8 @@ pub struct AppState {
     pub bulk_batches_used: AtomicU64,
     /// Bulk 2.0 query jobs created today (`DailyBulkV2QueryJobs`).
     pub bulk_query_jobs_used: AtomicU64,
+    /// When the schema last changed (epoch ms, wall clock), for `If-Modified-Since`.
+    pub schema_changed_ms: AtomicI64,
     /// Held by multi-request transactions (`/composite` with allOrNone) and briefly by
     /// every writer, so other clients' writes never land inside a transaction's undo log.
     txn_gate: Mutex<()>,
@@ -178,6 +180,7 @@ impl AppState {
             bulk_batches_used: AtomicU64::new(0),
             bulk_query_jobs_used: AtomicU64::new(0),
             txn_gate: Mutex::new(()),
+            schema_changed_ms: AtomicI64::new(Clock::real_ms()),
             cursor_seq: AtomicU64::new(1),
         }
     }

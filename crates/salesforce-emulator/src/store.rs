@@ -886,11 +886,8 @@ impl Org {
                 .field("FirstName")
                 .map(|c| vals[c].clone())
                 .unwrap_or(Val::Null);
-            let sal = def
-                .field("Salutation")
-                .map(|c| vals[c].clone())
-                .unwrap_or(Val::Null);
-            let parts: Vec<String> = [sal, first, vals[l].clone()]
+            // the API's Name is "FirstName LastName" (the salutation is display-only)
+            let parts: Vec<String> = [first, vals[l].clone()]
                 .iter()
                 .filter_map(|v| v.as_str().map(str::to_string))
                 .collect();

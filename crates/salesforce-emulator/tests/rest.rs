@@ -151,6 +151,46 @@ async fn not_found_and_method_not_allowed() {
 }
 
 #[tokio::test]
+async fn describe_honours_if_modified_since() {
+    let e = Emu::new(Seed::Empty).await;
+    let future = "Thu, 01 Jan 2099 00:00:00 GMT";
+    let past = "Mon, 01 Jan 2001 00:00:00 GMT";
+    let r = e
+        .api_h(
+            "GET",
+            &format!("{V}/sobjects/Account/describe"),
+            &[("if-modified-since", future)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert!(r.body.is_empty());
+    let r = e
+        .api_h(
+            "GET",
+            &format!("{V}/sobjects"),
+            &[("if-modified-since", future)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    let r = e
+        .api_h(
+            "GET",
+            &format!("{V}/sobjects/Account/describe"),
+            &[("if-modified-since", past)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = e
+        .api_h(
+            "GET",
+            &format!("{V}/sobjects/Nope/describe"),
+            &[("if-modified-since", future)],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn record_crud_and_recycle_bin() {
     let e = Emu::new(Seed::Empty).await;
     let r = e
@@ -236,6 +276,25 @@ async fn record_crud_and_recycle_bin() {
         .await;
     assert_eq!(qa.json()["totalSize"], 1);
     assert_eq!(qa.json()["records"][0]["IsDeleted"], true);
+    // the recycle bin is purged after 15 days
+    e.admin(
+        "PUT",
+        "/__emulator/clock",
+        json!({"advanceSeconds": 16 * 86400}),
+    )
+    .await;
+    let qa = e
+        .api(
+            "GET",
+            &format!("{V}/queryAll?q=SELECT+Id+FROM+Account"),
+            None,
+        )
+        .await;
+    assert_eq!(qa.json()["totalSize"], 0);
+    let r = e
+        .api("GET", &format!("{V}/sobjects/Account/{id}"), None)
+        .await;
+    assert_eq!(r.json()[0]["errorCode"], "NOT_FOUND");
 }
 
 #[tokio::test]

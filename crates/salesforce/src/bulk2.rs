@@ -358,6 +358,9 @@ pub fn parse_csv_page(
 /// i.e. about 100 MB of raw CSV).
 pub const MAX_UPLOAD_BYTES: usize = 100 * 1024 * 1024;
 
+/// Rows per Bulk 2.0 query results page when the caller does not say.
+pub const DEFAULT_QUERY_PAGE_RECORDS: u64 = 50_000;
+
 /// The CSV cell Salesforce reads as null on ingest.
 pub const CSV_NULL: &str = "#N/A";
 
@@ -663,8 +666,9 @@ impl SalesforceClient {
         self.wait_job(job_id, path, poll).await
     }
 
-    /// Streams the results of a completed query job, one locator page at a time
-    /// (`maxRecords` bounds each page; `None` lets Salesforce choose).
+    /// Streams the results of a completed query job, one locator page at a time.
+    /// `max_records` (`maxRecords`) bounds each page and so the memory held; `None` uses
+    /// [`DEFAULT_QUERY_PAGE_RECORDS`].
     pub fn bulk2_query_pages(
         &self,
         job_id: &str,
@@ -689,9 +693,8 @@ impl SalesforceClient {
                 if let Some(locator) = &locator {
                     call = call.query("locator", locator.clone());
                 }
-                if let Some(max) = max_records {
-                    call = call.query("maxRecords", max.to_string());
-                }
+                let max = max_records.unwrap_or(DEFAULT_QUERY_PAGE_RECORDS).max(1);
+                call = call.query("maxRecords", max.to_string());
                 let (headers, body) = client.send_bytes(call).await?;
                 let next = headers
                     .get("sforce-locator")

@@ -1,7 +1,7 @@
 //! The client: configuration, session state, and the one request path every API call goes
 //! through.
 //!
-//! # The request path ([`SalesforceClient::send`])
+//! # The request path (`SalesforceClient::send`)
 //! For each attempt: check the org-usage floor, ask the [`CallBudget`] for one call (so a
 //! refused call never reaches Salesforce), send with the current access token, then read
 //! `Sforce-Limit-Info`. On an expired session (401, or Bulk 1.0 `InvalidSessionId`) the
@@ -150,7 +150,7 @@ pub(crate) struct Call {
     pub path: String,
     pub query: Vec<(String, String)>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Option<(Bytes, &'static str)>,
+    pub body: Option<(Bytes, HeaderValue)>,
     pub auth: AuthStyle,
     /// Whether the call consumes the daily API budget.
     pub counted: bool,
@@ -188,12 +188,15 @@ impl Call {
         let bytes = serde_json::to_vec(body).map_err(|e| {
             SalesforceError::InvalidInput(format!("cannot encode request body: {e}"))
         })?;
-        self.body = Some((Bytes::from(bytes), "application/json"));
+        self.body = Some((
+            Bytes::from(bytes),
+            HeaderValue::from_static("application/json"),
+        ));
         Ok(self)
     }
 
     pub fn raw_body(mut self, body: Bytes, content_type: &'static str) -> Self {
-        self.body = Some((body, content_type));
+        self.body = Some((body, HeaderValue::from_static(content_type)));
         self
     }
 
@@ -209,10 +212,10 @@ impl Call {
 }
 
 #[derive(Debug)]
-struct Session {
+pub(crate) struct Session {
     access_token: SecretString,
     instance_url: Url,
-    generation: u64,
+    pub(crate) generation: u64,
 }
 
 #[derive(Debug, Default)]
@@ -481,11 +484,15 @@ impl SalesforceClient {
         &self.inner.config.login_url
     }
 
+    pub(crate) fn org_guard(&self) -> &OrgUsageGuard {
+        &self.inner.org_guard
+    }
+
     pub(crate) fn config(&self) -> &ClientConfig {
         &self.inner.config
     }
 
-    fn session(&self) -> Arc<Session> {
+    pub(crate) fn session(&self) -> Arc<Session> {
         self.inner
             .session
             .read()
@@ -510,7 +517,7 @@ impl SalesforceClient {
         self.refresh(generation).await
     }
 
-    async fn refresh(&self, seen_generation: u64) -> Result<()> {
+    pub(crate) async fn refresh(&self, seen_generation: u64) -> Result<()> {
         let _guard = self.inner.refresh_lock.lock().await;
         if self.session().generation != seen_generation {
             return Ok(());
@@ -689,7 +696,12 @@ impl SalesforceClient {
         }
     }
 
-    async fn attempt(&self, call: &Call, session: &Session) -> Result<reqwest::Response> {
+    /// One HTTP exchange: builds the request, sends it, records `Sforce-Limit-Info`.
+    pub(crate) async fn attempt_raw(
+        &self,
+        call: &Call,
+        session: &Session,
+    ) -> Result<reqwest::Response> {
         let base = match &self.inner.instance_override {
             Some(url) => url.clone(),
             None => session.instance_url.clone(),
@@ -711,7 +723,7 @@ impl SalesforceClient {
         }
         if let Some((body, content_type)) = &call.body {
             request = request
-                .header(reqwest::header::CONTENT_TYPE, *content_type)
+                .header(reqwest::header::CONTENT_TYPE, content_type.clone())
                 .body(body.clone());
         }
         let response = request
@@ -719,6 +731,12 @@ impl SalesforceClient {
             .await
             .map_err(|e| SalesforceError::transport(&url, e))?;
         self.observe_limit_info(response.headers()).await;
+        Ok(response)
+    }
+
+    async fn attempt(&self, call: &Call, session: &Session) -> Result<reqwest::Response> {
+        let response = self.attempt_raw(call, session).await?;
+        let url = response.url().clone();
         let status = response.status();
         if status.is_success() {
             return Ok(response);

@@ -8,10 +8,13 @@ use std::sync::Arc;
 
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
+use serde_json::{Value as Json, json};
 
 use crate::client::{Call, SalesforceClient};
-use crate::error::{Result, SalesforceError};
+use crate::error::{ApiErrorItem, Result, SalesforceError};
+
+/// Sub-requests per `composite/batch` call.
+pub const COMPOSITE_BATCH_LIMIT: usize = 25;
 
 /// `GET /sobjects` (or `/tooling/sobjects`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -322,6 +325,85 @@ impl SalesforceClient {
     /// describe (`GET /sobjects/{Type}/describe`), cached.
     pub async fn describe(&self, sobject: &str) -> Result<Arc<SObjectDescribe>> {
         self.describe_impl(false, sobject).await
+    }
+
+    /// Describes several objects with `POST /composite/batch` (25 describes per API call,
+    /// saving daily budget), using and filling the cache. Each entry is the object's
+    /// describe or the error Salesforce gave for it (e.g. `NOT_FOUND`), in input order.
+    pub async fn describe_many(
+        &self,
+        sobjects: &[&str],
+    ) -> Result<Vec<std::result::Result<Arc<SObjectDescribe>, ApiErrorItem>>> {
+        for name in sobjects {
+            check_name("object", name)?;
+        }
+        let mut out: Vec<Option<std::result::Result<Arc<SObjectDescribe>, ApiErrorItem>>> =
+            sobjects
+                .iter()
+                .map(|name| self.cached_object(false, name).map(Ok))
+                .collect();
+        let missing: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, entry)| entry.is_none())
+            .map(|(index, _)| index)
+            .collect();
+        for chunk in missing.chunks(COMPOSITE_BATCH_LIMIT) {
+            let requests: Vec<Json> = chunk
+                .iter()
+                .map(|index| json!({"method": "GET", "url": format!("v{}/sobjects/{}/describe", self.api_version(), sobjects[*index])}))
+                .collect();
+            let call = Call::new(
+                Method::POST,
+                self.data_path("/composite/batch"),
+                "composite batch describe",
+            )
+            .json_body(&json!({"haltOnError": false, "batchRequests": requests}))?;
+            let reply: Json = self.send_json(call).await?;
+            let results = reply
+                .get("results")
+                .and_then(Json::as_array)
+                .ok_or_else(|| {
+                    SalesforceError::parse("composite batch describe", "no results array")
+                })?;
+            if results.len() != chunk.len() {
+                return Err(SalesforceError::parse(
+                    "composite batch describe",
+                    format!("{} results for {} requests", results.len(), chunk.len()),
+                ));
+            }
+            for (index, result) in chunk.iter().zip(results) {
+                let status = result.get("statusCode").and_then(Json::as_u64).unwrap_or(0);
+                let body = result.get("result").cloned().unwrap_or(Json::Null);
+                let entry = if (200..300).contains(&status) {
+                    let describe: SObjectDescribe = serde_json::from_value(body).map_err(|e| {
+                        SalesforceError::parse("composite batch describe", e.to_string())
+                    })?;
+                    let describe = Arc::new(describe);
+                    self.cache_object(false, sobjects[*index], describe.clone());
+                    Ok(describe)
+                } else {
+                    let first = body
+                        .as_array()
+                        .and_then(|items| items.iter().find_map(ApiErrorItem::from_json))
+                        .or_else(|| ApiErrorItem::from_json(&body));
+                    Err(first.unwrap_or_else(|| {
+                        ApiErrorItem::new(format!("HTTP_{status}"), "describe failed", Vec::new())
+                    }))
+                };
+                out[*index] = Some(entry);
+            }
+        }
+        out.into_iter()
+            .map(|entry| {
+                entry.ok_or_else(|| {
+                    SalesforceError::parse(
+                        "composite batch describe",
+                        "an object was left undescribed",
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Tooling describeGlobal (`GET /tooling/sobjects`), cached.

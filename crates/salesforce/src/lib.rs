@@ -17,6 +17,7 @@
 //!   `IN`-list building through `ferry-soql`.
 //! - [`sobjects`]: single-record CRUD, upsert, sObject Collections, `/limits`,
 //!   `updated`/`deleted` feeds.
+//! - [`raw`]: pass-through requests with the connection's credentials (Connection Proxy).
 //! - [`bulk2`]: Bulk API 2.0 ingest and query jobs (results streamed by locator).
 //! - [`bulk1`]: Bulk API 1.0 jobs and batches.
 //! - [`datetime`]: Salesforce datetime parsing/formatting.
@@ -48,6 +49,7 @@ pub mod datetime;
 pub mod describe;
 pub mod error;
 pub mod query;
+pub mod raw;
 pub mod retry;
 pub mod sobjects;
 pub mod xml;
@@ -58,5 +60,6 @@ pub use client::{ClientConfig, Credentials, SalesforceClient, TokenCallback};
 pub use describe::{FieldDescribe, GlobalDescribe, SObjectDescribe, SObjectSummary};
 pub use error::{ApiError, ApiErrorItem, Result, SalesforceError, TransportKind};
 pub use query::{QueryPage, QueryScope, Record};
+pub use raw::{RawRequest, RawResponse};
 pub use retry::RetryPolicy;
 pub use sobjects::{CollectionOptions, Limits, SaveResult, UpsertResult};

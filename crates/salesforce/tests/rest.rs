@@ -58,6 +58,53 @@ async fn describe_is_cached_and_invalidated() {
         .expect("refetched after INVALID_FIELD");
     assert_eq!(emu.call_count(key).await, 3);
 
+    // describe_many: one composite/batch call for every uncached object, errors per object.
+    client.invalidate_describe(None);
+    let before = emu.data_api_calls().await;
+    let names = [
+        "Account",
+        "Contact",
+        "Lead",
+        "Opportunity",
+        "NoSuchObject__c",
+        "Case",
+    ];
+    let many = client.describe_many(&names).await.expect("describe many");
+    assert_eq!(
+        emu.data_api_calls().await - before,
+        1,
+        "one API call for six describes"
+    );
+    assert_eq!(many[1].as_ref().map(|d| d.name.as_str()), Ok("Contact"));
+    assert_eq!(
+        many[4]
+            .as_ref()
+            .map(|_| ())
+            .expect_err("unknown")
+            .error_code,
+        "NOT_FOUND"
+    );
+    assert!(many[5].is_ok(), "{:?}", many[5]);
+    client
+        .describe("Lead")
+        .await
+        .expect("cached by describe_many");
+    assert_eq!(
+        emu.data_api_calls().await - before,
+        1,
+        "Lead came from the cache"
+    );
+    let again = client
+        .describe_many(&["Account", "Lead"])
+        .await
+        .expect("all cached");
+    assert!(again.iter().all(Result::is_ok));
+    assert_eq!(
+        emu.data_api_calls().await - before,
+        1,
+        "served from the cache"
+    );
+
     let missing = client
         .describe("NoSuchObject__c")
         .await

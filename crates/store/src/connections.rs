@@ -266,6 +266,9 @@ macro_rules! impl_connections {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if exists.is_none() {
+                    // Roll back now: a dropped transaction is only rolled back when its
+                    // connection is next used, and SQLite would keep its lock until then.
+                    tx.rollback().await?;
                     return Err(not_found());
                 }
                 for table in ["connection_dependents", "connection_api_calls"] {
