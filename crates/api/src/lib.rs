@@ -17,6 +17,7 @@ use ferry_store::DynStore;
 use ferry_store::secrets::Cipher;
 
 pub mod budget;
+pub mod bulksync_source;
 pub mod connection_types;
 pub mod connections;
 pub mod error;
@@ -129,6 +130,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(connection_types::routes())
         .merge(connections::routes())
         .merge(proxy::routes())
+        .merge(bulksync_source::routes())
         .merge(identity::routes())
         .merge(models::routes())
 }

@@ -723,3 +723,64 @@ async fn proxy_rate_limits_each_connection() {
         "{body}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bulk_sync_source_lists_objects_and_tooling_only_when_enabled() {
+    let h = harness().await;
+    let id = healthy_client_credentials_connection(&h, json!({})).await;
+    let (status, body) = h
+        .call(
+            "GET",
+            &format!("/api/connections/{id}/bulksync/source?include_fields=true"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let schemas = body["data"]["schemas"].as_array().unwrap();
+    let contact = schemas
+        .iter()
+        .find(|s| s["id"] == "Contact")
+        .expect("Contact listed");
+    let fields = contact["fields"].as_array().unwrap();
+    let id_field = fields.iter().find(|f| f["id"] == "Id").unwrap();
+    assert_eq!(id_field["is_primary_key"], true);
+    let account_id = fields.iter().find(|f| f["id"] == "AccountId").unwrap();
+    assert_eq!(
+        account_id["association"]["reference_to"],
+        json!(["Account"])
+    );
+    assert_eq!(account_id["type"], "string");
+    assert!(schemas.iter().all(|s| s["tooling"] == false));
+    let calls = h.emulator_calls().await;
+    assert!(
+        !calls["calls"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .any(|k| k.contains("tooling")),
+        "no Tooling API call without enable_tooling: {calls}"
+    );
+
+    // With enable_tooling, Tooling objects appear, marked.
+    let tooling = healthy_client_credentials_connection(&h, json!({"enable_tooling": true})).await;
+    let (status, body) = h
+        .call(
+            "GET",
+            &format!("/api/connections/{tooling}/bulksync/source"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let schemas = body["data"]["schemas"].as_array().unwrap();
+    let apex = schemas
+        .iter()
+        .find(|s| s["id"] == "tooling:ApexClass")
+        .unwrap_or_else(|| panic!("ApexClass listed: {body}"));
+    assert_eq!(apex["tooling"], true);
+    assert!(apex["name"].as_str().unwrap().contains("Tooling API"));
+    assert!(
+        schemas
+            .iter()
+            .any(|s| s["id"] == "Account" && s["tooling"] == false)
+    );
+}

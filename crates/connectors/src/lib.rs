@@ -24,6 +24,7 @@ pub use ferry_core::FieldError;
 pub mod mysql;
 pub mod postgresql;
 pub mod salesforce;
+pub mod salesforce_catalog;
 mod schema;
 pub mod source;
 mod sql;

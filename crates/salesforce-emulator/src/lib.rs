@@ -7,7 +7,8 @@
 //!
 //! # Layout
 //! - [`ids`]: 15/18-char record ids and key prefixes.
-//! - [`value`]: compact cell values and Salesforce's wire formats.
+//! - [`value`]: cell values and Salesforce's wire formats.
+//! - [`row`]: the compact per-record encoding (only non-null cells, one allocation).
 //! - [`schema`]: object/field metadata (standard objects generated from recorded describes,
 //!   custom objects and fields).
 //! - [`formula`]: formula fields, evaluated at read time.

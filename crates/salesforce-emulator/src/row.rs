@@ -48,7 +48,7 @@ fn arr8(b: &[u8]) -> [u8; 8] {
 impl Row {
     /// Encodes cells (index = column); nulls are not stored.
     pub fn from_vals(vals: &[Val], deleted_ms: Option<i64>) -> Row {
-        let mut out: Vec<u8> = Vec::with_capacity(vals.len() * 6);
+        let mut out: Vec<u8> = Vec::with_capacity(vals.len() * 12);
         for (col, v) in vals.iter().enumerate() {
             if v.is_null() {
                 continue;

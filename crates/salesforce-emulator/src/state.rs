@@ -73,6 +73,8 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Fraction (0..1) of record writes failing with `UNABLE_TO_LOCK_ROW`.
     pub lock_rate: f64,
+    /// Lifetime of access tokens issued from now on, overriding the configured one.
+    pub session_ttl_seconds: Option<u64>,
 }
 
 /// An issued access token.
@@ -300,7 +302,9 @@ impl AppState {
 
     /// Access-token lifetime.
     pub fn token_ttl(&self) -> Duration {
-        self.config.access_token_ttl
+        self.faults()
+            .session_ttl_seconds
+            .map_or(self.config.access_token_ttl, Duration::from_secs)
     }
 }
 

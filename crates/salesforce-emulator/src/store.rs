@@ -91,6 +91,7 @@ pub struct Org {
     pub pod: char,
     undo: Option<Vec<(usize, UndoEntry)>>,
     undo_marks: Vec<usize>,
+    corporate: std::sync::OnceLock<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +147,7 @@ impl Org {
             pod,
             undo: None,
             undo_marks: Vec::new(),
+            corporate: std::sync::OnceLock::new(),
         };
         org.org_id = ids::make15("00D", pod, 1);
         org.user_id = ids::make15("005", pod, 1);
@@ -265,6 +267,7 @@ impl Org {
 
     /// Reverts every change since the matching [`Org::begin`].
     pub fn rollback(&mut self) {
+        self.reset_caches();
         let mark = self.undo_marks.pop().unwrap_or(0);
         let Some(log) = self.undo.as_mut() else {
             return;
@@ -301,6 +304,7 @@ impl Org {
     }
 
     fn log(&mut self, obj: usize, e: UndoEntry) {
+        self.touch(obj);
         if let Some(l) = &mut self.undo {
             l.push((obj, e));
         }
@@ -421,10 +425,10 @@ impl Org {
         }
         let out = match kind {
             Kind::Text | Kind::Time | Kind::Picklist | Kind::MultiPicklist => {
-                let s = match v {
-                    Json::String(s) => s.clone(),
-                    Json::Number(n) => n.to_string(),
-                    Json::Bool(b) => b.to_string(),
+                let s: std::borrow::Cow<'_, str> = match v {
+                    Json::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    Json::Number(n) => std::borrow::Cow::Owned(n.to_string()),
+                    Json::Bool(b) => std::borrow::Cow::Owned(b.to_string()),
                     _ => return Err(bad_type(v)),
                 };
                 if s.is_empty() {
@@ -453,7 +457,7 @@ impl Org {
                             .filter(|p| !p.is_empty())
                             .collect()
                     } else {
-                        vec![s.as_str()]
+                        vec![&*s]
                     };
                     let mut canon = Vec::new();
                     for p in parts {
@@ -483,7 +487,7 @@ impl Org {
                     }
                     Val::Str(canon.join(";").into())
                 } else {
-                    Val::Str(s.into())
+                    Val::Str(Box::from(&*s))
                 }
             }
             Kind::Bool => match v {
@@ -611,10 +615,26 @@ impl Org {
 
     /// Corporate currency code.
     pub fn corporate_currency(&self) -> String {
-        self.active_currencies()
-            .into_iter()
-            .next()
-            .unwrap_or_else(|| "USD".into())
+        self.corporate
+            .get_or_init(|| {
+                self.active_currencies()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "USD".into())
+            })
+            .clone()
+    }
+
+    /// Forgets derived caches (after bulk loads).
+    pub fn reset_caches(&mut self) {
+        self.corporate = std::sync::OnceLock::new();
+    }
+
+    /// Forgets cached currency data after a CurrencyType write.
+    fn touch(&mut self, obj: usize) {
+        if self.schema.objects[obj].name == "CurrencyType" {
+            self.corporate = std::sync::OnceLock::new();
+        }
     }
 
     /// Conversion rate of a currency relative to the corporate one (dated rates win when

@@ -1023,6 +1023,25 @@ async fn faults_apply_to_every_api() {
         )
         .await;
     assert_eq!(r.json()[0]["errors"][0]["statusCode"], "UNABLE_TO_LOCK_ROW");
+    // short-lived sessions
+    e.admin("PUT", "/__emulator/faults", json!({"sessionTtlSeconds": 0}))
+        .await;
+    let r = e
+        .send("POST", "/services/oauth2/token", &[("content-type", "application/x-www-form-urlencoded")], b"grant_type=client_credentials&client_id=ferry-emulator&client_secret=ferry-emulator-secret".to_vec())
+        .await;
+    let short = r.json()["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let r = e
+        .send(
+            "GET",
+            &format!("{V}/limits"),
+            &[("authorization", &format!("Bearer {short}"))],
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     let r = e
         .send("DELETE", "/__emulator/faults", &[], Vec::new())
         .await;

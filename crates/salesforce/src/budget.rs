@@ -82,8 +82,9 @@ impl CallBudget for Unlimited {
     }
 }
 
-/// A rolling 24-hour counter with a cap, kept in memory (per-minute buckets, so memory is
-/// bounded whatever the cap).
+/// A rolling 24-hour counter with a cap, kept in memory. Calls are grouped in per-minute
+/// buckets (memory stays bounded whatever the cap), so a call leaves the window up to a
+/// minute early.
 #[derive(Debug)]
 pub struct InMemoryBudget {
     cap: Option<u64>,

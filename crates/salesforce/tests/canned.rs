@@ -341,6 +341,15 @@ async fn handle(
                 .insert("content-encoding", "gzip".parse().expect("hv"));
             r
         }
+        ("GET", "/sobjects") => {
+            if st.bump("slow global") == 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            }
+            json_reply(
+                200,
+                json!({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": [{"name": "Account", "queryable": true}]}),
+            )
+        }
         ("GET", "/tooling/query") => json_reply(
             200,
             json!({"size": 1, "totalSize": 1, "done": true, "queryLocator": null, "entityTypeName": "FieldDefinition", "records": [{"attributes": {"type": "FieldDefinition"}, "QualifiedApiName": "Name", "DataType": "Text(255)"}]}),
@@ -538,6 +547,51 @@ async fn concurrency_limit_with_retry_after_is_retried() {
         Some(2)
     );
     assert_eq!(st.logged("/oauth2/token"), 1);
+}
+
+#[tokio::test]
+async fn timeouts_are_retried() {
+    let (base, _st) = serve().await;
+    let mut config = ClientConfig::new(
+        auth::login_base_url(&base).expect("login"),
+        OAuthApp::new("app", "secret"),
+        Credentials::AccessToken {
+            access_token: "00D000000000001!good".into(),
+            instance_url: base.clone(),
+            refresh_token: None,
+        },
+    );
+    config.api_version = Some("60.0".into());
+    config.retry = RetryPolicy::for_test();
+    config.request_timeout = std::time::Duration::from_millis(150);
+    let client = SalesforceClient::connect(config.clone())
+        .await
+        .expect("client");
+    let global = client
+        .describe_global()
+        .await
+        .expect("the retry after the timeout succeeds");
+    assert_eq!(global.sobjects[0].name, "Account");
+    assert_eq!(client.retry_count(), 1);
+
+    config.retry = RetryPolicy::no_retries();
+    let (base, _st) = serve().await;
+    config.login_url = auth::login_base_url(&base).expect("login");
+    config.credentials = Credentials::AccessToken {
+        access_token: "00D000000000001!good".into(),
+        instance_url: base.clone(),
+        refresh_token: None,
+    };
+    let strict = SalesforceClient::connect(config).await.expect("client");
+    match strict.describe_global().await {
+        Err(
+            error @ SalesforceError::Transport {
+                kind: ferry_salesforce::TransportKind::Timeout,
+                ..
+            },
+        ) => assert!(error.is_retryable()),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
 }
 
 #[tokio::test]

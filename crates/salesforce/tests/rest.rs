@@ -67,7 +67,7 @@ async fn describe_is_cached_and_invalidated() {
         "Lead",
         "Opportunity",
         "NoSuchObject__c",
-        "Case",
+        "User",
     ];
     let many = client.describe_many(&names).await.expect("describe many");
     assert_eq!(

@@ -26,8 +26,14 @@ pub fn skip_or_fail<T>(what: &str) -> Option<T> {
     None
 }
 
+/// Serialises venv creation between the tests of one test binary.
+static VENV_LOCK: Mutex<()> = Mutex::new(());
+
 /// A virtualenv under the target directory with `packages` installed; its python path.
 pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
+    let _guard = VENV_LOCK
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("venvs");
     let venv = root.join(name);
     let python = venv.join("bin").join("python");
@@ -43,7 +49,11 @@ pub fn python_venv(name: &str, packages: &[&str]) -> Option<PathBuf> {
         return skip_or_fail(&format!("{system_python} is not installed"));
     }
     std::fs::create_dir_all(&root).expect("creating the venv directory");
-    let staging = root.join(format!("{name}.tmp-{}", std::process::id()));
+    let unique = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let staging = root.join(format!("{name}.tmp-{}-{unique}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let status = Command::new(&system_python)
         .args(["-m", "venv"])
