@@ -784,3 +784,36 @@ async fn bulk_sync_source_lists_objects_and_tooling_only_when_enabled() {
             .any(|s| s["id"] == "Account" && s["tooling"] == false)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn expired_sessions_are_refreshed_transparently() {
+    let h = harness().await;
+    let refresh = h.refresh_token().await;
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "api", "type": "salesforce", "configuration": {
+                "domain": h.emulator.base_url(), "connect_mode": "api", "client_id": "ferry-emulator",
+                "client_secret": "ferry-emulator-secret", "oauth_refresh_token": refresh}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id = body["data"]["id"].as_str().unwrap().to_string();
+    let proxy = format!("/api/connections/{id}/proxy");
+    let call = json!({"request": {"method": "GET", "path": "/services/data/v59.0/limits"}});
+    let (_, body) = h.call("POST", &proxy, Some(call.clone())).await;
+    assert_eq!(body["data"]["status"], 200, "{body}");
+    let expired = h
+        .http
+        .post(format!("{}/__emulator/faults/expireSessions", h.emulator.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(expired.status().is_success());
+    let tokens_before = h.emulator_calls().await["calls"]["POST /services/oauth2/token"].as_i64().unwrap_or(0);
+    let (_, body) = h.call("POST", &proxy, Some(call)).await;
+    assert_eq!(body["data"]["status"], 200, "the cached client refreshed its token: {body}");
+    let tokens_after = h.emulator_calls().await["calls"]["POST /services/oauth2/token"].as_i64().unwrap_or(0);
+    assert_eq!(tokens_after, tokens_before + 1, "exactly one refresh");
+}

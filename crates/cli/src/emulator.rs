@@ -85,6 +85,7 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
         config.username.clone(),
         config.password.clone(),
     );
+    let signal = crate::serve::ShutdownSignal::install()?;
     let running = ferry_salesforce_emulator::start(config)
         .await
         .context("starting the Salesforce emulator")?;
@@ -97,7 +98,7 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
     if let Some(ca) = running.ca_pem_path() {
         println!("  CA certificate: {}", ca.display());
     }
-    crate::serve::shutdown_signal().await;
+    signal.wait().await;
     running.shutdown().await;
     Ok(())
 }
