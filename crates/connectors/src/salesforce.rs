@@ -579,17 +579,7 @@ impl Connector for SalesforceConnector {
         }
     }
 
-    fn config_schema(&self) -> Value {
-        spec().schema().clone()
-    }
-
-    fn sensitive_keys(&self) -> Vec<String> {
-        spec().sensitive_keys()
-    }
-
-    fn read_only_keys(&self) -> Vec<String> {
-        spec().read_only_keys()
-    }
+    crate::schema::config_spec_methods!(spec);
 
     fn validate(&self, config: &Value) -> Result<Value, FieldError> {
         SalesforceConfig::from_input(config).map(|parsed| parsed.to_value())

@@ -713,6 +713,25 @@ fn check_range(
 
 /// Walks a schema and returns the JSON pointers of everything the SDK cannot parse. Used by
 /// tests of every connector.
+/// The three [`crate::Connector`] methods every type derives from its [`ConfigSpec`]: the
+/// JSON Schema, and the sensitive and read-only keys read back from it.
+macro_rules! config_spec_methods {
+    ($spec:ident) => {
+        fn config_schema(&self) -> serde_json::Value {
+            $spec().schema().clone()
+        }
+
+        fn sensitive_keys(&self) -> Vec<String> {
+            $spec().sensitive_keys()
+        }
+
+        fn read_only_keys(&self) -> Vec<String> {
+            $spec().read_only_keys()
+        }
+    };
+}
+pub(crate) use config_spec_methods;
+
 #[cfg(test)]
 pub(crate) fn sdk_violations(schema: &Value) -> Vec<String> {
     fn walk(value: &Value, path: String, out: &mut Vec<String>) {
