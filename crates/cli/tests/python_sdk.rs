@@ -79,3 +79,55 @@ async fn polytomic_python_sdk_creates_an_api_mode_salesforce_connection() {
     assert!(stdout.contains("healthy as admin@ferry.local"), "{stdout}");
     emulator.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polytomic_python_sdk_manages_a_postgresql_model() {
+    let Some(python) = support::python_venv("polytomic-25.9.2", &[SDK_PIN]) else {
+        return;
+    };
+    let Some((pg, pg_database)) = support::postgres_target("python_sdk_models").await else {
+        return;
+    };
+    {
+        use sqlx::ConnectOptions as _;
+        let mut conn =
+            <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&pg_database.url)
+                .expect("database url")
+                .connect()
+                .await
+                .expect("connect");
+        for statement in [
+            "CREATE TABLE public.people (id bigint PRIMARY KEY, email text NOT NULL, first_name text, signed_up_at timestamptz)",
+            "INSERT INTO public.people VALUES (1, 'ada@example.com', 'Ada', '2024-01-01T00:00:00Z'), \
+             (2, 'grace@example.com', 'Grace', NULL), (3, 'linus@example.com', NULL, '2024-03-01T12:00:00Z')",
+        ] {
+            sqlx::query(statement)
+                .execute(&mut conn)
+                .await
+                .expect("seed table");
+        }
+    }
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let server = support::FerryServer::start(data_dir.path());
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/test_models.py");
+    let output = Command::new(&python)
+        .arg(script)
+        .env("FERRY_URL", &server.base_url)
+        .env("FERRY_API_KEY", support::BOOTSTRAP_KEY)
+        .env("FERRY_PG_HOST", &pg.host)
+        .env("FERRY_PG_PORT", pg.port.to_string())
+        .env("FERRY_PG_USER", &pg.user)
+        .env("FERRY_PG_DATABASE", &pg.database)
+        .output()
+        .expect("running python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "python SDK models test failed\nstdout:\n{stdout}\nstderr:\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+    assert!(stdout.contains("created, sampled and deleted"), "{stdout}");
+    drop(server);
+    pg_database.drop_database().await;
+}
