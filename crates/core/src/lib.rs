@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod schedule;
+
 /// The class of an error, independent of where it happened.
 ///
 /// Library errors implement [`HasErrorCode`]; the HTTP layer turns the code into a status.
