@@ -21,6 +21,7 @@ pub mod bulksync_source;
 pub mod connection_types;
 pub mod connections;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod identity;
 pub mod meta;
@@ -31,6 +32,7 @@ pub mod proxy_rules;
 pub mod routes;
 pub mod salesforce_clients;
 pub mod salesforce_oauth;
+pub mod syncs;
 
 use error::ApiError;
 use routes::{ApiRoutes, Operation};
@@ -42,6 +44,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Base URL under which this server is reachable (for links such as OAuth callbacks).
     pub public_base_url: String,
+    /// First backoff between webhook delivery attempts (doubles each retry).
+    pub webhook_retry_base: std::time::Duration,
 }
 
 impl Default for ApiSettings {
@@ -49,6 +53,7 @@ impl Default for ApiSettings {
         ApiSettings {
             max_body_bytes: 2 * 1024 * 1024,
             public_base_url: "http://127.0.0.1:5100".to_string(),
+            webhook_retry_base: std::time::Duration::from_secs(1),
         }
     }
 }
@@ -66,6 +71,8 @@ struct StateInner {
     settings: ApiSettings,
     salesforce_clients: salesforce_clients::ClientCache,
     proxy: proxy::ProxyState,
+    sync_runner: ferry_engine::Runner,
+    background: tokio_util::task::TaskTracker,
 }
 
 impl std::fmt::Debug for AppState {
@@ -89,6 +96,8 @@ impl AppState {
                 settings,
                 salesforce_clients: salesforce_clients::ClientCache::default(),
                 proxy: proxy::ProxyState::default(),
+                sync_runner: ferry_engine::Runner::default(),
+                background: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -118,9 +127,19 @@ impl AppState {
         &self.inner.salesforce_clients
     }
 
+    /// Background work (webhook deliveries); shutdown closes and waits for it.
+    pub fn background(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.background
+    }
+
     /// Proxy rate limits and statistics.
     pub fn proxy(&self) -> &proxy::ProxyState {
         &self.inner.proxy
+    }
+
+    /// Model-sync executions running in this process.
+    pub fn sync_runner(&self) -> &ferry_engine::Runner {
+        &self.inner.sync_runner
     }
 }
 
@@ -130,9 +149,11 @@ pub fn api_routes() -> ApiRoutes {
         .merge(connection_types::routes())
         .merge(connections::routes())
         .merge(proxy::routes())
+        .merge(events::routes())
         .merge(bulksync_source::routes())
         .merge(identity::routes())
         .merge(models::routes())
+        .merge(syncs::routes())
 }
 
 /// Every documented operation (API and public routes).

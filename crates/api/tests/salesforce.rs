@@ -806,14 +806,24 @@ async fn expired_sessions_are_refreshed_transparently() {
     assert_eq!(body["data"]["status"], 200, "{body}");
     let expired = h
         .http
-        .post(format!("{}/__emulator/faults/expireSessions", h.emulator.base_url()))
+        .post(format!(
+            "{}/__emulator/faults/expireSessions",
+            h.emulator.base_url()
+        ))
         .send()
         .await
         .unwrap();
     assert!(expired.status().is_success());
-    let tokens_before = h.emulator_calls().await["calls"]["POST /services/oauth2/token"].as_i64().unwrap_or(0);
+    let tokens_before = h.emulator_calls().await["calls"]["POST /services/oauth2/token"]
+        .as_i64()
+        .unwrap_or(0);
     let (_, body) = h.call("POST", &proxy, Some(call)).await;
-    assert_eq!(body["data"]["status"], 200, "the cached client refreshed its token: {body}");
-    let tokens_after = h.emulator_calls().await["calls"]["POST /services/oauth2/token"].as_i64().unwrap_or(0);
+    assert_eq!(
+        body["data"]["status"], 200,
+        "the cached client refreshed its token: {body}"
+    );
+    let tokens_after = h.emulator_calls().await["calls"]["POST /services/oauth2/token"]
+        .as_i64()
+        .unwrap_or(0);
     assert_eq!(tokens_after, tokens_before + 1, "exactly one refresh");
 }

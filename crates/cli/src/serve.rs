@@ -49,11 +49,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     let registry = ferry_connectors::registry_with(settings::registry_settings()?);
     let state = AppState::new(store.clone(), registry, cipher, settings);
-    let app = ferry_api::router(state);
+    let app = ferry_api::router(state.clone());
 
     let signal = ShutdownSignal::install()?;
     let shutdown = CancellationToken::new();
-    let purge = tokio::spawn(purge_idempotency_records(store.clone(), shutdown.clone()));
+    let purge = tokio::spawn(purge_expired_records(store.clone(), shutdown.clone()));
+    let scheduler = tokio::spawn(ferry_api::syncs::scheduler::run(
+        state.clone(),
+        shutdown.clone(),
+        ferry_api::syncs::scheduler::DEFAULT_INTERVAL,
+    ));
     println!(
         "Ferry is listening on http://{address} (store: {})",
         store.backend_name()
@@ -69,6 +74,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
         .await?;
     shutdown.cancel();
+    if let Err(error) = scheduler.await {
+        tracing::warn!(%error, "sync scheduler ended abnormally");
+    }
+    // Running sync executions stop at a batch boundary; their state is committed.
+    state.sync_runner().shutdown(Duration::from_secs(30)).await;
+    // Let in-flight background work (webhook deliveries) finish, within reason.
+    state.background().close();
+    if tokio::time::timeout(Duration::from_secs(10), state.background().wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background work still running at shutdown; abandoning it");
+    }
     if let Err(error) = purge.await {
         tracing::warn!(%error, "idempotency purge task ended abnormally");
     }
@@ -109,8 +127,8 @@ async fn bootstrap(store: &DynStore) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes idempotency records past their retention, hourly.
-async fn purge_idempotency_records(store: DynStore, shutdown: CancellationToken) {
+/// Deletes idempotency records and events past their retention, hourly.
+async fn purge_expired_records(store: DynStore, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
@@ -122,6 +140,13 @@ async fn purge_idempotency_records(store: DynStore, shutdown: CancellationToken)
                     Ok(0) => {}
                     Ok(purged) => tracing::info!(purged, "purged idempotency records"),
                     Err(error) => tracing::warn!(%error, "purging idempotency records failed"),
+                }
+                let event_retention = chrono::Duration::from_std(ferry_store::events::EVENT_RETENTION)
+                    .unwrap_or_else(|_| chrono::Duration::hours(48));
+                match store.purge_events(chrono::Utc::now() - event_retention).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "purged events"),
+                    Err(error) => tracing::warn!(%error, "purging events failed"),
                 }
             }
         }

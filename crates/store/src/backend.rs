@@ -39,6 +39,18 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_models.sql"),
         include_str!("../migrations/postgres/0003_models.sql"),
     ),
+    (
+        4,
+        "syncs",
+        include_str!("../migrations/sqlite/0004_syncs.sql"),
+        include_str!("../migrations/postgres/0004_syncs.sql"),
+    ),
+    (
+        5,
+        "events and webhooks",
+        include_str!("../migrations/sqlite/0005_events_webhooks.sql"),
+        include_str!("../migrations/postgres/0005_events_webhooks.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {

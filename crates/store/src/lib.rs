@@ -10,7 +10,10 @@
 //! - [`idempotency`] — `Idempotency-Key` records (first outcome replayed, in-flight locking).
 //! - [`oauth`] — pending OAuth authorizations (state, user-entered codes).
 //! - [`models`] — models (a table, view or query of a source connection) and their fields.
+//! - [`syncs`] — model syncs, their executions and execution record logs.
+//! - [`ledger`] — per-sync change tracking (identity → confirmed hash, record id, outcome).
 //! - [`api_usage`] — atomic reservations against a connection's daily API budget.
+//! - [`events`] — events (kept 48 hours) and each organization's webhook.
 //!
 //! Supporting modules: [`secrets`] (AEAD encryption of secret values), [`backend`] (pools,
 //! embedded forward-only migrations, the SQLite/PostgreSQL store types).
@@ -25,11 +28,14 @@ pub mod api_keys;
 pub mod api_usage;
 pub mod backend;
 pub mod connections;
+pub mod events;
 pub mod idempotency;
+pub mod ledger;
 pub mod models;
 pub mod oauth;
 pub mod organizations;
 pub mod secrets;
+pub mod syncs;
 #[cfg(feature = "testsuite")]
 pub mod testing;
 
@@ -37,10 +43,16 @@ pub use api_keys::{ApiKey, ApiKeyStore, NewApiKey};
 pub use api_usage::{ApiUsageStore, Reservation};
 pub use backend::{PostgresStore, SqliteStore, open};
 pub use connections::{Connection, ConnectionDependent, ConnectionStore, ConnectionWrite};
+pub use events::{Event, EventFilter, EventStore, Webhook};
 pub use idempotency::{IdempotencyBegin, IdempotencyStore, StoredResponse};
+pub use ledger::{LedgerEntry, LedgerStore};
 pub use models::{Model, ModelStore, ModelWrite};
 pub use oauth::{OAuthState, OAuthStateStore};
 pub use organizations::{Organization, OrganizationStore};
+pub use syncs::{
+    Execution, ExecutionCounts, ExecutionPage, ModelSync, RecordLine, SyncFilter, SyncStore,
+    SyncWrite,
+};
 
 /// Everything Ferry persists about its own state.
 pub trait MetadataStore:
@@ -50,7 +62,10 @@ pub trait MetadataStore:
     + IdempotencyStore
     + OAuthStateStore
     + ApiUsageStore
+    + EventStore
     + ModelStore
+    + SyncStore
+    + LedgerStore
     + Send
     + Sync
     + 'static

@@ -318,6 +318,7 @@ conformance!(
     oauth_states,
     api_budget,
     models,
+    events_and_webhooks,
 );
 
 async fn oauth_states(store: DynStore) {
@@ -561,4 +562,118 @@ async fn models(store: DynStore) {
         .await
         .unwrap();
     assert!(store.list_models(acme.id).await.unwrap().is_empty());
+}
+
+async fn events_and_webhooks(store: DynStore) {
+    use ferry_store::{Event, EventFilter, Webhook};
+    let acme = store.create_organization("acme").await.unwrap();
+    let other = store.create_organization("other").await.unwrap();
+    let base = Utc::now() - Duration::hours(1);
+    for (i, event_type) in ["sync.running", "sync.completed", "sync.running"]
+        .iter()
+        .enumerate()
+    {
+        store
+            .insert_event(&Event {
+                id: Uuid::new_v4(),
+                organization_id: acme.id,
+                event_type: event_type.to_string(),
+                payload: json!({"n": i}),
+                created_at: ferry_core::time::now_millis() - Duration::minutes(10 - i as i64),
+            })
+            .await
+            .unwrap();
+    }
+    let all = store
+        .list_events(
+            acme.id,
+            &EventFilter {
+                limit: 10,
+                ..EventFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].payload, json!({"n": 2}), "newest first");
+    let running = store
+        .list_events(
+            acme.id,
+            &EventFilter {
+                event_type: Some("sync.running".into()),
+                limit: 10,
+                ..EventFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(running.len(), 2);
+    let limited = store
+        .list_events(
+            acme.id,
+            &EventFilter {
+                limit: 1,
+                starting_after: Some(base),
+                ..EventFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(limited.len(), 1);
+    assert!(
+        store
+            .list_events(
+                other.id,
+                &EventFilter {
+                    limit: 10,
+                    ..EventFilter::default()
+                }
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .purge_events(Utc::now() + Duration::seconds(1))
+            .await
+            .unwrap(),
+        3
+    );
+
+    let hook = Webhook {
+        id: Uuid::new_v4(),
+        organization_id: acme.id,
+        endpoint: "http://127.0.0.1:9/hook".into(),
+        secret: vec![1, 2, 3],
+        disabled: false,
+        created_at: ferry_core::time::now_millis(),
+    };
+    store.create_webhook(&hook).await.unwrap();
+    let second = Webhook {
+        id: Uuid::new_v4(),
+        ..hook.clone()
+    };
+    assert!(matches!(
+        store.create_webhook(&second).await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(store.webhook(acme.id, hook.id).await.unwrap(), hook);
+    assert!(matches!(
+        store.webhook(other.id, hook.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let disabled = Webhook {
+        disabled: true,
+        endpoint: "http://127.0.0.1:9/other".into(),
+        ..hook.clone()
+    };
+    store.update_webhook(&disabled).await.unwrap();
+    assert_eq!(store.list_webhooks(acme.id).await.unwrap(), vec![disabled]);
+    assert!(matches!(
+        store.delete_webhook(other.id, hook.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.delete_webhook(acme.id, hook.id).await.unwrap();
+    assert!(store.list_webhooks(acme.id).await.unwrap().is_empty());
 }

@@ -1,0 +1,35 @@
+//! `ferry-engine`: Ferry's sync engine. Today it runs model syncs (reverse ETL) from a
+//! database model into Salesforce, one function per stage (`../shared/DESIGN.md`, "Engine
+//! pipelines"):
+//!
+//! - [`spec`] — the `SyncRequest` document, the Salesforce target configuration (§3) and
+//!   their validation into a [`spec::CompiledSync`].
+//! - [`filter`] — filter functions and `filter_logic`.
+//! - [`mapping`] — stage 2: rows → mapped rows (filters, overrides, mappings).
+//! - [`change`] — stage 3: stable hashes and change detection against the ledger.
+//! - [`plan`] — stage 4: per-row decisions (create, update, upsert, delete, skip, fail) and
+//!   payloads (nulls, create-only fields, only-sync-different, invalid references).
+//! - [`batch`] — stage 5: sorting (`sort_batches_by`) and batch cutting.
+//! - [`target`] — Salesforce IO: describe, identity lookups, REST and Bulk 1.0 writes.
+//! - [`run`] — one execution: the stages over streamed windows, per-record outcomes, ledger
+//!   commits, record logs, counts, cancellation, the final serial pass for locked rows.
+//! - [`runner`] — executions in flight, one cancellable task each.
+//!
+//! Delivery is at-least-once made safe by identity: the ledger advances only for rows
+//! Salesforce confirmed; a create whose outcome could be lost is marked `pending_create`
+//! first, so the next run looks the identity up instead of creating it again.
+
+pub mod batch;
+pub mod change;
+pub mod filter;
+pub mod mapping;
+pub mod plan;
+pub mod run;
+pub mod runner;
+pub mod spec;
+pub mod target;
+
+pub use run::{EngineError, RunContext, RunEnd, RunOptions, execute};
+pub use runner::Runner;
+pub use spec::{CompiledSync, SyncDocument, TargetConfig};
+pub use tokio_util::sync::CancellationToken;

@@ -1,0 +1,318 @@
+//! Stage 2 — apply the mapping to a batch of model rows: filters (with `filter_logic`),
+//! overrides, field mappings and constants. Each surviving row becomes a [`MappedRow`]:
+//! its identity value (the ledger key) and the target values in mapping order.
+//!
+//! Values are converted for Salesforce here and nowhere else: JSON objects and arrays
+//! become JSON text; numbers, strings, booleans, dates and timestamps pass unchanged.
+
+use std::collections::HashMap;
+
+use ferry_connectors::RowBatch;
+use serde_json::{Map, Value};
+
+use crate::spec::{CompiledSync, FieldValue};
+
+/// A model row after mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRow {
+    /// The identity value (text), the ledger key.
+    pub identity: String,
+    /// Target field → value, in mapping order.
+    pub values: Map<String, Value>,
+}
+
+/// A row that cannot be synced (logged as a warning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RejectedRow {
+    /// The identity value when there is one.
+    pub identity: Option<String>,
+    /// Why.
+    pub message: String,
+}
+
+/// The result of mapping one batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MappedBatch {
+    /// Rows to sync, at most one per identity (the last one wins).
+    pub rows: Vec<MappedRow>,
+    /// Rows the filters excluded.
+    pub filtered: usize,
+    /// Rows that cannot be synced.
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// A field the sync needs is missing from the rows read (the model changed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the model no longer has field '{0}'; update the model or the sync")]
+pub struct MissingField(pub String);
+
+/// The text form of an identity value (`None` for null and blank).
+pub fn identity_text(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::Null => return None,
+        Value::String(s) => s.trim().to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    };
+    (!text.is_empty()).then_some(text)
+}
+
+/// Converts a model value for Salesforce.
+pub fn to_salesforce(value: &Value) -> Value {
+    match value {
+        Value::Object(_) | Value::Array(_) => Value::String(value.to_string()),
+        other => other.clone(),
+    }
+}
+
+/// Maps one batch of model rows.
+pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, MissingField> {
+    let positions: HashMap<&str, usize> = batch
+        .fields
+        .iter()
+        .enumerate()
+        .map(|(index, field)| (field.name.as_str(), index))
+        .collect();
+    let position = |name: &str| {
+        positions
+            .get(name)
+            .copied()
+            .ok_or_else(|| MissingField(name.to_string()))
+    };
+    let key = position(&sync.key_field)?;
+    let filters = sync
+        .filters
+        .iter()
+        .map(|filter| Ok((position(&filter.field)?, filter)))
+        .collect::<Result<Vec<_>, MissingField>>()?;
+    let overrides = sync
+        .overrides
+        .iter()
+        .map(|o| Ok((position(&o.field)?, o)))
+        .collect::<Result<Vec<_>, MissingField>>()?;
+    let fields = sync
+        .fields
+        .iter()
+        .map(|field| {
+            let source = match &field.value {
+                FieldValue::Source(name) => Some((name.as_str(), position(name)?)),
+                FieldValue::Constant(_) => None,
+            };
+            Ok((field, source))
+        })
+        .collect::<Result<Vec<_>, MissingField>>()?;
+
+    let mut out = MappedBatch::default();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut results = Vec::with_capacity(filters.len());
+    for row in &batch.rows {
+        let value_at = |index: usize| row.get(index).unwrap_or(&Value::Null);
+        results.clear();
+        results.extend(filters.iter().map(|(index, filter)| {
+            filter
+                .function
+                .matches(value_at(*index), filter.value.as_ref())
+        }));
+        let keep = match &sync.filter_logic {
+            Some(logic) => logic.evaluate(&results),
+            None => results.iter().all(|r| *r),
+        };
+        if !keep {
+            out.filtered += 1;
+            continue;
+        }
+        let Some(identity) = identity_text(value_at(key)) else {
+            out.rejected.push(RejectedRow {
+                identity: None,
+                message: format!("the identity field '{}' is empty", sync.key_field),
+            });
+            continue;
+        };
+        let mut values = Map::new();
+        for (field, source) in &fields {
+            let value = match (source, &field.value) {
+                (Some((name, index)), _) => {
+                    let original = value_at(*index);
+                    let replaced = overrides.iter().find(|(o_index, o)| {
+                        o.field == *name
+                            && *o_index == *index
+                            && o.function
+                                .is_none_or(|f| f.matches(original, o.value.as_ref()))
+                    });
+                    match replaced {
+                        Some((_, o)) => to_salesforce(&o.replacement),
+                        None => to_salesforce(original),
+                    }
+                }
+                (None, FieldValue::Constant(constant)) => constant.clone(),
+                (None, FieldValue::Source(_)) => Value::Null,
+            };
+            values.insert(field.target.clone(), value);
+        }
+        let mapped = MappedRow { identity, values };
+        match seen.get(&mapped.identity) {
+            Some(existing) => {
+                out.rejected.push(RejectedRow {
+                    identity: Some(mapped.identity.clone()),
+                    message: "several rows share this identity; the last one is synced".into(),
+                });
+                out.rows[*existing] = mapped;
+            }
+            None => {
+                seen.insert(mapped.identity.clone(), out.rows.len());
+                out.rows.push(mapped);
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ferry_connectors::{FieldType, SourceField};
+    use serde_json::json;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::spec::{ModelFieldRef, ModelInfo, SyncDocument, compile};
+
+    fn sync(extra: Value) -> CompiledSync {
+        let mut document = json!({
+            "name": "s", "mode": "updateOrCreate",
+            "target": {"connection_id": Uuid::nil(), "object": "Contact"},
+            "identity": {"source": {"model_id": Uuid::nil(), "field": "email"}, "target": "Email", "function": "Equality"},
+            "fields": [
+                {"target": "LastName", "source": {"model_id": Uuid::nil(), "field": "name"}},
+                {"target": "Extra__c", "source": {"model_id": Uuid::nil(), "field": "tags"}},
+                {"target": "LeadSource", "override_value": "Ferry"}
+            ],
+            "schedule": {"frequency": "manual"}
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            document[key] = value.clone();
+        }
+        let document: SyncDocument = serde_json::from_value(document).unwrap();
+        let model = ModelInfo {
+            id: Uuid::nil(),
+            fields: ["email", "name", "age", "tags"]
+                .iter()
+                .map(|n| ModelFieldRef {
+                    id: format!("f-{n}"),
+                    name: n.to_string(),
+                })
+                .collect(),
+            identifier: None,
+        };
+        compile(&document, &model).unwrap()
+    }
+
+    fn batch(rows: Vec<Value>) -> RowBatch {
+        let fields: Vec<SourceField> = ["email", "name", "age", "tags"]
+            .iter()
+            .map(|n| SourceField {
+                name: n.to_string(),
+                field_type: FieldType::String,
+                remote_type: "TEXT".into(),
+            })
+            .collect();
+        RowBatch {
+            fields: Arc::from(fields),
+            rows: rows
+                .into_iter()
+                .map(|r| r.as_array().unwrap().clone())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn maps_fields_constants_and_converts_values() {
+        let mapped = map_batch(
+            &sync(json!({})),
+            &batch(vec![json!(["a@x.com", "Ann", 30, ["x", "y"]])]),
+        )
+        .unwrap();
+        assert_eq!(mapped.rows.len(), 1);
+        let row = &mapped.rows[0];
+        assert_eq!(row.identity, "a@x.com");
+        assert_eq!(
+            Value::Object(row.values.clone()),
+            json!({"LastName": "Ann", "Extra__c": "[\"x\",\"y\"]", "LeadSource": "Ferry"})
+        );
+    }
+
+    #[test]
+    fn filters_with_logic() {
+        let sync = sync(json!({
+            "filters": [
+                {"field_id": "f-age", "function": "GreaterThanEqual", "value": 18},
+                {"field_id": "f-name", "function": "StringStartsWith", "value": "A"},
+                {"field_id": "f-name", "function": "IsNull"}
+            ],
+            "filter_logic": "1 AND (2 OR 3)"
+        }));
+        let mapped = map_batch(
+            &sync,
+            &batch(vec![
+                json!(["a@x.com", "Ann", 30, null]),
+                json!(["b@x.com", "Bob", 30, null]),
+                json!(["c@x.com", null, 40, null]),
+                json!(["d@x.com", "Al", 12, null]),
+            ]),
+        )
+        .unwrap();
+        let kept: Vec<&str> = mapped.rows.iter().map(|r| r.identity.as_str()).collect();
+        assert_eq!(kept, vec!["a@x.com", "c@x.com"]);
+        assert_eq!(mapped.filtered, 2);
+    }
+
+    #[test]
+    fn overrides_replace_matching_values() {
+        let sync = sync(json!({"overrides": [
+            {"field_id": "f-name", "function": "IsNull", "override": "Unknown"}
+        ]}));
+        let mapped = map_batch(
+            &sync,
+            &batch(vec![
+                json!(["a@x.com", null, 1, null]),
+                json!(["b@x.com", "Bo", 1, null]),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(mapped.rows[0].values["LastName"], "Unknown");
+        assert_eq!(mapped.rows[1].values["LastName"], "Bo");
+    }
+
+    #[test]
+    fn empty_and_duplicate_identities() {
+        let mapped = map_batch(
+            &sync(json!({})),
+            &batch(vec![
+                json!([null, "x", 1, null]),
+                json!(["  ", "x", 1, null]),
+                json!(["a@x.com", "first", 1, null]),
+                json!(["a@x.com", "second", 1, null]),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(mapped.rows.len(), 1);
+        assert_eq!(mapped.rows[0].values["LastName"], "second");
+        assert_eq!(mapped.rejected.len(), 3);
+    }
+
+    #[test]
+    fn a_missing_field_is_an_error() {
+        let mut b = batch(vec![]);
+        b.fields = Arc::from(vec![SourceField {
+            name: "email".into(),
+            field_type: FieldType::String,
+            remote_type: "TEXT".into(),
+        }]);
+        assert_eq!(
+            map_batch(&sync(json!({})), &b).unwrap_err(),
+            MissingField("name".into())
+        );
+    }
+}

@@ -1,0 +1,1099 @@
+//! One execution of a model sync, stage by stage, one read window at a time:
+//!
+//! 1. read a batch of model rows (the source streams bounded batches),
+//! 2. [`map_batch`] (filters, overrides, mappings),
+//! 3. [`detect`] changes against the ledger,
+//! 4. look identities up in Salesforce and [`decide`] each row,
+//! 5. sort and cut into batches ([`sort_by_field`], [`chunks`]),
+//! 6. write (REST collections or Bulk 1.0, bounded concurrency),
+//! 7. turn per-record outcomes into ledger entries, log lines and counts, and commit them.
+//!
+//! Memory is bounded by the window (one source batch). The ledger advances only for rows
+//! Salesforce confirmed; creates are marked `pending_create` before they are sent so an
+//! interrupted run never creates a row twice. Rows still failing with `UNABLE_TO_LOCK_ROW`
+//! after the client's own retries are written again, one batch at a time, at the end of the
+//! run. A refused budget, an unreachable Salesforce or a source failure fails the
+//! execution with that message (what was confirmed before stays committed and the rest is
+//! retried next run). Cancellation is honoured between batches.
+
+use std::collections::{HashMap, HashSet};
+
+use ferry_connectors::{RowBatch, SourceError};
+use ferry_salesforce::{ApiErrorItem, Record, SalesforceClient, SalesforceError, SaveResult};
+use ferry_store::{DynStore, ExecutionCounts, LedgerEntry, RecordLine, StoreError};
+use futures_util::stream::{self, BoxStream, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info_span};
+use uuid::Uuid;
+
+use crate::batch::{chunks, sort_by_field};
+use crate::change::{Change, detect, hash_values};
+use crate::mapping::{MissingField, map_batch};
+use crate::plan::{Candidate, Decision, Operation, SkipReason, decide, malformed_references};
+use crate::plan::{Side, decide_lead_or_contact};
+use crate::spec::LEAD_OR_CONTACT;
+use crate::spec::{
+    AUTOMATIC_BULK_THRESHOLD, CompiledSync, ConcurrencyMode, IngestionApi, InvalidRelationships,
+};
+use crate::target::{
+    SalesforceTarget, WriteRow, bulk_poll, is_external_reference_error, is_reference_error,
+};
+
+/// The object(s) a run writes: the target object, or Contact and Lead.
+struct Targets {
+    primary: SalesforceTarget,
+    lead: Option<SalesforceTarget>,
+}
+
+impl Targets {
+    fn get(&self, side: Side) -> &SalesforceTarget {
+        match (side, &self.lead) {
+            (Side::Lead, Some(lead)) => lead,
+            _ => &self.primary,
+        }
+    }
+}
+
+/// Concurrent write calls in `Parallel` mode.
+pub const PARALLEL_WRITES: usize = 4;
+
+/// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
+pub const WINDOW_ROWS: usize = 10_000;
+
+/// Rows read per window with `ingestion_api: rest` (progress and the ledger are
+/// committed per window: at most 10 full collections calls of work per commit).
+pub const REST_WINDOW_ROWS: usize = 2_000;
+
+/// The read batch size of a sync: one window.
+pub fn window_rows(sync: &CompiledSync) -> usize {
+    match sync.config.ingestion_api {
+        IngestionApi::Rest => REST_WINDOW_ROWS,
+        IngestionApi::Bulk | IngestionApi::Automatic => {
+            WINDOW_ROWS.max(sync.config.bulk_batch_size)
+        }
+    }
+}
+
+/// What kind of run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Re-push every row regardless of the ledger.
+    pub resync: bool,
+    /// Plan only: look up, decide and log what would be written; write nothing and leave
+    /// the ledger untouched.
+    pub test: bool,
+    /// Only these identity values (each is pushed even if unchanged).
+    pub identities: Option<HashSet<String>>,
+}
+
+/// Everything a run needs.
+pub struct RunContext {
+    /// The sync.
+    pub sync_id: Uuid,
+    /// The execution (status `created`).
+    pub execution_id: Uuid,
+    /// The compiled sync.
+    pub sync: CompiledSync,
+    /// Options.
+    pub options: RunOptions,
+    /// No execution of this sync has completed before (`skip_initial_backfill`).
+    pub first_run: bool,
+    /// The store (ledger, execution, logs).
+    pub store: DynStore,
+    /// The connection's client (budgeted).
+    pub client: SalesforceClient,
+    /// The model's rows.
+    pub rows: BoxStream<'static, Result<RowBatch, SourceError>>,
+    /// Cancels the run between batches.
+    pub cancel: CancellationToken,
+}
+
+/// Why a run stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Reading the model failed.
+    #[error("reading the model failed: {0}")]
+    Source(#[from] SourceError),
+    /// The model lost a field the sync uses.
+    #[error(transparent)]
+    MissingField(#[from] MissingField),
+    /// Salesforce refused or could not be reached (including the daily budget).
+    #[error("salesforce: {0}")]
+    Salesforce(#[from] SalesforceError),
+    /// The metadata store failed.
+    #[error("metadata store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// How an execution ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunEnd {
+    /// `completed`, `canceled` or `failed`.
+    pub status: &'static str,
+    /// Counts.
+    pub counts: ExecutionCounts,
+    /// Execution-level errors.
+    pub errors: Vec<String>,
+}
+
+/// Runs an execution to its end and records its final status. Never panics on external
+/// input; every failure becomes a `failed` status with its message.
+pub async fn execute(context: RunContext) -> RunEnd {
+    let span = info_span!(
+        "sync_run",
+        sync_id = %context.sync_id,
+        execution_id = %context.execution_id,
+        object = %context.sync.object,
+        mode = context.sync.mode.as_str(),
+    );
+    execute_inner(context).instrument(span).await
+}
+
+/// The run's inputs except the row stream (shared by reference across awaits).
+struct Env {
+    sync_id: Uuid,
+    execution_id: Uuid,
+    sync: CompiledSync,
+    options: RunOptions,
+    first_run: bool,
+    store: DynStore,
+    client: SalesforceClient,
+    cancel: CancellationToken,
+}
+
+async fn execute_inner(context: RunContext) -> RunEnd {
+    let RunContext {
+        sync_id,
+        execution_id,
+        sync,
+        options,
+        first_run,
+        store,
+        client,
+        mut rows,
+        cancel,
+    } = context;
+    let context = Env {
+        sync_id,
+        execution_id,
+        sync,
+        options,
+        first_run,
+        store: store.clone(),
+        client,
+        cancel,
+    };
+    let started = store
+        .transition_execution(execution_id, &["created", "queued"], "running")
+        .await;
+    if !matches!(started, Ok(true)) {
+        // Canceled before it started (or the store is gone).
+        let _ = store
+            .transition_execution(execution_id, &["canceling", "created"], "canceled")
+            .await;
+        return RunEnd {
+            status: "canceled",
+            counts: ExecutionCounts::default(),
+            errors: Vec::new(),
+        };
+    }
+    let mut run = Run::new(&context);
+    let result = run.run(&context, &mut rows).await;
+    let (status, errors) = match result {
+        Ok(()) if context.cancel.is_cancelled() => ("canceled", run.errors.clone()),
+        Ok(()) => ("completed", run.errors.clone()),
+        Err(error) => {
+            tracing::warn!(%error, "sync run failed");
+            let mut errors = run.errors.clone();
+            errors.push(error.to_string());
+            ("failed", errors)
+        }
+    };
+    // Best effort: the run's own state is already committed window by window.
+    if let Err(error) = run.flush(&store).await {
+        tracing::warn!(%error, "could not store the last record logs");
+    }
+    if let Err(error) = store
+        .record_execution_progress(execution_id, run.counts, &errors)
+        .await
+    {
+        tracing::warn!(%error, "could not store execution counts");
+    }
+    if let Err(error) = store
+        .transition_execution(execution_id, &["running", "canceling"], status)
+        .await
+    {
+        tracing::warn!(%error, "could not store the execution status");
+    }
+    tracing::info!(
+        status,
+        total = run.counts.total,
+        insert = run.counts.insert,
+        update = run.counts.update,
+        delete = run.counts.delete,
+        error = run.counts.error,
+        warnings = run.counts.warnings,
+        "sync run finished"
+    );
+    RunEnd {
+        status,
+        counts: run.counts,
+        errors,
+    }
+}
+
+/// A row planned for a write.
+#[derive(Debug, Clone)]
+struct Planned {
+    candidate: Candidate,
+    operation: Operation,
+    id: Option<String>,
+    payload: Map<String, Value>,
+    /// Reference fields already dropped (`omit_values`).
+    omitted: Vec<String>,
+    /// Which object it is written to.
+    side: Side,
+}
+
+/// The state of a run.
+struct Run {
+    execution_id: Uuid,
+    sync_id: Uuid,
+    counts: ExecutionCounts,
+    errors: Vec<String>,
+    seq: HashMap<&'static str, i64>,
+    lines: Vec<RecordLine>,
+    ledger: Vec<LedgerEntry>,
+    /// Rows that still failed with `UNABLE_TO_LOCK_ROW`.
+    locked: Vec<Planned>,
+}
+
+impl Run {
+    fn new(context: &Env) -> Run {
+        Run {
+            execution_id: context.execution_id,
+            sync_id: context.sync_id,
+            counts: ExecutionCounts::default(),
+            errors: Vec::new(),
+            seq: HashMap::new(),
+            lines: Vec::new(),
+            ledger: Vec::new(),
+            locked: Vec::new(),
+        }
+    }
+
+    fn log(&mut self, log_type: &'static str, line: Value) {
+        let seq = self.seq.entry(log_type).or_insert(0);
+        self.lines.push(RecordLine {
+            log_type: log_type.to_string(),
+            seq: *seq,
+            line: line.to_string(),
+        });
+        *seq += 1;
+    }
+
+    fn warn(&mut self, identity: Option<&str>, id: Option<&str>, message: &str) {
+        self.counts.warnings += 1;
+        self.log(
+            "warnings",
+            json!({"identity": identity, "id": id, "message": message}),
+        );
+    }
+
+    async fn flush(&mut self, store: &DynStore) -> Result<(), StoreError> {
+        let ledger = std::mem::take(&mut self.ledger);
+        store.put_ledger_entries(self.sync_id, &ledger).await?;
+        let lines = std::mem::take(&mut self.lines);
+        store
+            .append_execution_records(self.execution_id, &lines)
+            .await?;
+        store
+            .record_execution_progress(self.execution_id, self.counts, &self.errors)
+            .await
+    }
+
+    async fn run(
+        &mut self,
+        context: &Env,
+        rows: &mut BoxStream<'static, Result<RowBatch, SourceError>>,
+    ) -> Result<(), EngineError> {
+        let target = if context.sync.object == LEAD_OR_CONTACT {
+            Targets {
+                primary: SalesforceTarget::prepare_object(
+                    context.client.clone(),
+                    &context.sync,
+                    "Contact",
+                )
+                .await?,
+                lead: Some(
+                    SalesforceTarget::prepare_object(context.client.clone(), &context.sync, "Lead")
+                        .await?,
+                ),
+            }
+        } else {
+            Targets {
+                primary: SalesforceTarget::prepare(context.client.clone(), &context.sync).await?,
+                lead: None,
+            }
+        };
+        let mut window = 0usize;
+        while let Some(batch) = rows.next().await {
+            if context.cancel.is_cancelled() {
+                return Ok(());
+            }
+            let batch = batch?;
+            window += 1;
+            let span = info_span!("sync_window", window, rows = batch.rows.len());
+            let result = self.window(context, &target, &batch).instrument(span).await;
+            self.flush(&context.store).await?;
+            result?;
+        }
+        if !self.locked.is_empty() && !context.cancel.is_cancelled() {
+            let locked = std::mem::take(&mut self.locked);
+            tracing::info!(
+                rows = locked.len(),
+                "final serial pass for rows locked by others"
+            );
+            let span = info_span!("sync_lock_retry", rows = locked.len());
+            let result = self
+                .write_all(context, &target, locked, true, false)
+                .instrument(span)
+                .await;
+            // Rows that are still locked now are failures.
+            for planned in std::mem::take(&mut self.locked) {
+                let error = ApiErrorItem::new(
+                    "UNABLE_TO_LOCK_ROW",
+                    "the record stayed locked by another transaction through the final serial pass",
+                    Vec::new(),
+                );
+                self.failed(&planned, &[error]);
+            }
+            self.flush(&context.store).await?;
+            result?;
+        }
+        Ok(())
+    }
+
+    async fn window(
+        &mut self,
+        context: &Env,
+        targets: &Targets,
+        batch: &RowBatch,
+    ) -> Result<(), EngineError> {
+        let sync = &context.sync;
+        let options = &context.options;
+        // Stage 2: mapping.
+        let mapped = map_batch(sync, batch)?;
+        for rejected in &mapped.rejected {
+            self.warn(rejected.identity.as_deref(), None, &rejected.message);
+        }
+        let rows: Vec<_> = match &options.identities {
+            Some(wanted) => mapped
+                .rows
+                .into_iter()
+                .filter(|row| wanted.contains(&row.identity))
+                .collect(),
+            None => mapped.rows,
+        };
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Stage 3: change detection.
+        let identities: Vec<String> = rows.iter().map(|r| r.identity.clone()).collect();
+        let mut prior: HashMap<String, LedgerEntry> = context
+            .store
+            .ledger_entries(context.sync_id, &identities)
+            .await?
+            .into_iter()
+            .map(|entry| (entry.identity.clone(), entry))
+            .collect();
+        let force = options.resync || options.identities.is_some() || sync.sync_all_records;
+        let baseline = sync.skip_initial_backfill && context.first_run && !force;
+        let mode = sync.mode.as_str();
+        let mut candidates = Vec::new();
+        for row in rows {
+            let hash = hash_values(&sync.object, mode, &row.values);
+            let entry = prior.remove(&row.identity);
+            match detect(&hash, entry.as_ref(), force, baseline) {
+                Change::Unchanged => {}
+                Change::Baseline => {
+                    if !options.test {
+                        self.ledger.push(LedgerEntry::new(
+                            row.identity.clone(),
+                            Some(hash),
+                            None,
+                            "baseline",
+                            None,
+                        ));
+                    }
+                }
+                Change::Send => candidates.push(Candidate {
+                    row,
+                    hash,
+                    prior: entry,
+                }),
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(());
+        }
+        self.counts.total += candidates.len() as i64;
+
+        // Stage 4: identity lookups and planning.
+        let target = &targets.primary;
+        if let Some(lead_target) = &targets.lead {
+            let identities: Vec<String> =
+                candidates.iter().map(|c| c.row.identity.clone()).collect();
+            let contacts = target.lookup(&identities).await?;
+            let unmatched: Vec<String> = identities
+                .iter()
+                .filter(|i| !contacts.contains_key(&target.lookup_key(i)))
+                .cloned()
+                .collect();
+            let leads = if unmatched.is_empty() {
+                HashMap::new()
+            } else {
+                lead_target.lookup(&unmatched).await?
+            };
+            let empty: Vec<Record> = Vec::new();
+            let contact_has = |f: &str| target.has_field(f);
+            let lead_has = |f: &str| lead_target.has_field(f);
+            let mut decided = Vec::with_capacity(candidates.len());
+            for candidate in candidates {
+                let key = target.lookup_key(&candidate.row.identity);
+                let (side, decision) = decide_lead_or_contact(
+                    sync,
+                    &candidate,
+                    contacts.get(&key).unwrap_or(&empty),
+                    leads
+                        .get(&lead_target.lookup_key(&candidate.row.identity))
+                        .unwrap_or(&empty),
+                    &contact_has,
+                    &lead_has,
+                );
+                decided.push((candidate, side, decision));
+            }
+            return self.plan_and_write(context, targets, decided).await;
+        }
+        let needs_lookup: Vec<String> = if target.lookups {
+            candidates
+                .iter()
+                .filter(|c| {
+                    crate::plan::needs_current_values(sync, &target.info) || c.known_id().is_none()
+                })
+                .map(|c| c.row.identity.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let lookup_set: HashSet<&String> = needs_lookup.iter().collect();
+        let found = if needs_lookup.is_empty() {
+            HashMap::new()
+        } else {
+            target.lookup(&needs_lookup).await?
+        };
+        let empty: Vec<Record> = Vec::new();
+        let mut decided = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let matches = lookup_set.contains(&candidate.row.identity).then(|| {
+                found
+                    .get(&target.lookup_key(&candidate.row.identity))
+                    .unwrap_or(&empty)
+                    .as_slice()
+            });
+            let decision = decide(sync, &target.info, &candidate, matches);
+            decided.push((candidate, Side::Primary, decision));
+        }
+        self.plan_and_write(context, targets, decided).await
+    }
+
+    /// Applies the decisions: skips and failures are recorded, writes are checked for
+    /// malformed references, then written (or only logged in a test run).
+    async fn plan_and_write(
+        &mut self,
+        context: &Env,
+        targets: &Targets,
+        decided: Vec<(Candidate, Side, Decision)>,
+    ) -> Result<(), EngineError> {
+        let sync = &context.sync;
+        let options = &context.options;
+        let mut planned = Vec::new();
+        for (candidate, side, decision) in decided {
+            match decision {
+                Decision::Write {
+                    operation,
+                    id,
+                    payload,
+                } => planned.push(Planned {
+                    candidate,
+                    operation,
+                    id,
+                    payload,
+                    omitted: Vec::new(),
+                    side,
+                }),
+                Decision::Skip { reason, id } => {
+                    self.skipped(&candidate, &reason, id, options.test)
+                }
+                Decision::Fail { code, message } => {
+                    let error = ApiErrorItem::new(code, message, Vec::new());
+                    let planned = Planned {
+                        candidate,
+                        operation: Operation::Update,
+                        id: None,
+                        payload: Map::new(),
+                        omitted: Vec::new(),
+                        side,
+                    };
+                    self.failed_with(&planned, &[error], options.test);
+                }
+            }
+        }
+
+        // Invalid references Ferry can see without a call (not an id at all).
+        if sync.config.invalid_relationships != InvalidRelationships::Error {
+            let mut kept = Vec::with_capacity(planned.len());
+            for mut row in planned {
+                let invalid = malformed_references(&targets.get(row.side).info, &row.payload);
+                if invalid.is_empty() {
+                    kept.push(row);
+                } else if sync.config.invalid_relationships == InvalidRelationships::OmitValues {
+                    self.omit_values(&mut row, &invalid);
+                    kept.push(row);
+                } else {
+                    self.omit_record(&row, &invalid, options.test);
+                }
+            }
+            planned = kept;
+        }
+
+        if options.test {
+            for row in &planned {
+                let (log_type, counter) = match row.operation {
+                    Operation::Create => ("inserts", &mut self.counts.insert),
+                    Operation::Update => ("updates", &mut self.counts.update),
+                    Operation::Upsert => ("updates", &mut self.counts.upserts),
+                    Operation::Delete => ("deletes", &mut self.counts.delete),
+                };
+                *counter += 1;
+                let line = json!({"identity": row.candidate.row.identity, "id": row.id,
+                    "operation": operation_name(row.operation), "values": row.payload, "test": true});
+                self.log(log_type, line.clone());
+                self.log("records", line);
+            }
+            return Ok(());
+        }
+
+        // Stages 5–7.
+        let bulk = match sync.config.ingestion_api {
+            IngestionApi::Rest => false,
+            IngestionApi::Bulk => true,
+            IngestionApi::Automatic => planned.len() >= AUTOMATIC_BULK_THRESHOLD,
+        };
+        let serial = sync.config.concurrency_mode == ConcurrencyMode::Serial;
+        self.write_all(context, targets, planned, serial, bulk)
+            .await
+    }
+
+    /// Sorts, batches and writes rows, then records every outcome. Rows rejected for an
+    /// invalid reference under `omit_values` are written once more without it.
+    async fn write_all(
+        &mut self,
+        context: &Env,
+        targets: &Targets,
+        mut planned: Vec<Planned>,
+        serial: bool,
+        bulk: bool,
+    ) -> Result<(), EngineError> {
+        for _round in 0..2 {
+            if planned.is_empty() {
+                return Ok(());
+            }
+            let retry = self
+                .write_round(context, targets, planned, serial, bulk)
+                .await?;
+            planned = retry;
+        }
+        // A row rejected twice for references keeps its last failure (recorded below).
+        for row in planned {
+            let error = ApiErrorItem::new(
+                "INVALID_CROSS_REFERENCE_KEY",
+                "the row was rejected for invalid references again after they were omitted",
+                row.omitted.clone(),
+            );
+            self.failed(&row, &[error]);
+        }
+        Ok(())
+    }
+
+    async fn write_round(
+        &mut self,
+        context: &Env,
+        targets: &Targets,
+        mut planned: Vec<Planned>,
+        serial: bool,
+        bulk: bool,
+    ) -> Result<Vec<Planned>, EngineError> {
+        let sync = &context.sync;
+        if let Some(field) = &sync.config.sort_batches_by {
+            sort_by_field(&mut planned, field, |row| &row.payload);
+        }
+        // Creates first: mark them so an interrupted run re-resolves instead of re-creating.
+        let pending: Vec<LedgerEntry> = planned
+            .iter()
+            .filter(|row| row.operation == Operation::Create)
+            .map(|row| {
+                let prior = row.candidate.prior.as_ref();
+                LedgerEntry::new(
+                    row.candidate.row.identity.clone(),
+                    prior.and_then(|p| p.hash.clone()),
+                    None,
+                    "pending_create",
+                    None,
+                )
+            })
+            .collect();
+        context
+            .store
+            .put_ledger_entries(context.sync_id, &pending)
+            .await?;
+
+        let size = if bulk {
+            sync.config.bulk_batch_size
+        } else {
+            sync.config.rest_batch_size
+        };
+        // Group by operation, keeping the sorted order inside each group.
+        let mut groups: Vec<(Operation, Vec<Planned>)> = Vec::new();
+        for side in [Side::Primary, Side::Lead] {
+            for operation in [
+                Operation::Create,
+                Operation::Update,
+                Operation::Upsert,
+                Operation::Delete,
+            ] {
+                let rows: Vec<Planned> = planned
+                    .iter()
+                    .filter(|row| row.operation == operation && row.side == side)
+                    .cloned()
+                    .collect();
+                for batch in chunks(rows, size) {
+                    groups.push((operation, batch));
+                }
+            }
+        }
+        if bulk {
+            return self.write_bulk_jobs(context, targets, groups, serial).await;
+        }
+        let concurrency = if serial { 1 } else { PARALLEL_WRITES };
+        // Once a batch fails fatally or the run is canceled, batches not yet sent are not
+        // sent (those already in flight finish and are recorded).
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let stop = &stop;
+        let cancel = &context.cancel;
+        let mut results = stream::iter(groups.into_iter().enumerate().map(
+            |(index, (operation, rows))| {
+                let payloads: Vec<WriteRow> = rows
+                    .iter()
+                    .map(|row| (row.id.clone(), row.payload.clone()))
+                    .collect();
+                let span = info_span!(
+                    "sync_batch",
+                    batch = index,
+                    operation = operation_name(operation),
+                    rows = rows.len(),
+                    api = "rest"
+                );
+                let target = targets.get(rows.first().map_or(Side::Primary, |r| r.side));
+                async move {
+                    if cancel.is_cancelled() || stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return (rows, None);
+                    }
+                    let result = target.write_rest(operation, &payloads).await;
+                    (rows, Some(result))
+                }
+                .instrument(span)
+            },
+        ))
+        .buffered(concurrency);
+
+        let mut retry = Vec::new();
+        let mut fatal: Option<SalesforceError> = None;
+        while let Some((rows, result)) = results.next().await {
+            match result {
+                None => self.not_sent(&rows),
+                Some(Ok(outcomes)) => {
+                    for (row, outcome) in rows.into_iter().zip(outcomes) {
+                        let target = targets.get(row.side);
+                        if let Some(again) = self.outcome(sync, target, row, outcome) {
+                            retry.push(again);
+                        }
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, rows = rows.len(), "write batch failed");
+                    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                    if matches!(error, SalesforceError::BudgetExhausted(_)) {
+                        self.not_sent(&rows);
+                    }
+                    if fatal.is_none() {
+                        fatal = Some(error);
+                    }
+                }
+            }
+            // No store writes here: a batch still in flight may hold the budget's store
+            // transaction (SQLite allows one writer); outcomes are committed per round.
+        }
+        drop(results);
+        if let Some(error) = fatal {
+            return Err(error.into());
+        }
+        Ok(retry)
+    }
+
+    /// Rows whose call was refused before it was made (the budget): their creates are not
+    /// in doubt, so the ledger goes back to what it said before.
+    fn not_sent(&mut self, rows: &[Planned]) {
+        for row in rows.iter().filter(|r| r.operation == Operation::Create) {
+            let prior = row.candidate.prior.as_ref();
+            self.ledger.push(LedgerEntry::new(
+                row.candidate.row.identity.clone(),
+                prior.and_then(|p| p.hash.clone()),
+                prior.and_then(|p| p.record_id.clone()),
+                prior.map_or("failed", |p| p.outcome.as_str()),
+                prior.and_then(|p| p.error_code.clone()),
+            ));
+        }
+    }
+
+    /// Bulk: one Bulk API 1.0 job per object and operation, holding all of its batches
+    /// (Salesforce runs them one at a time for `Serial` jobs, several for `Parallel`).
+    async fn write_bulk_jobs(
+        &mut self,
+        context: &Env,
+        targets: &Targets,
+        groups: Vec<(Operation, Vec<Planned>)>,
+        serial: bool,
+    ) -> Result<Vec<Planned>, EngineError> {
+        // Consecutive batches of the same object and operation form one job.
+        let mut jobs: Vec<(Side, Operation, Vec<Vec<Planned>>)> = Vec::new();
+        for (operation, rows) in groups {
+            let side = rows.first().map_or(Side::Primary, |r| r.side);
+            match jobs.last_mut() {
+                Some((s, o, batches)) if *s == side && *o == operation => batches.push(rows),
+                _ => jobs.push((side, operation, vec![rows])),
+            }
+        }
+        let mut retry = Vec::new();
+        for (side, operation, batches) in jobs {
+            if context.cancel.is_cancelled() {
+                break;
+            }
+            let payloads: Vec<Vec<WriteRow>> = batches
+                .iter()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|row| (row.id.clone(), row.payload.clone()))
+                        .collect()
+                })
+                .collect();
+            let span = info_span!(
+                "sync_bulk_job",
+                operation = operation_name(operation),
+                batches = batches.len(),
+                rows = batches.iter().map(Vec::len).sum::<usize>(),
+                serial
+            );
+            let result = targets
+                .get(side)
+                .write_bulk_job(operation, &payloads, serial, bulk_poll())
+                .instrument(span)
+                .await;
+            match result {
+                Ok(outcomes) => {
+                    for (rows, outcomes) in batches.into_iter().zip(outcomes) {
+                        for (row, outcome) in rows.into_iter().zip(outcomes) {
+                            let target = targets.get(row.side);
+                            if let Some(again) = self.outcome(&context.sync, target, row, outcome) {
+                                retry.push(again);
+                            }
+                        }
+                    }
+                }
+                Err(error) => {
+                    // Batches already added to an open job may still be processed, so the
+                    // creates stay `pending_create` (re-resolved by identity next run).
+                    tracing::warn!(%error, "bulk job failed");
+                    return Err(error.into());
+                }
+            }
+        }
+        Ok(retry)
+    }
+
+    /// Records one record's outcome; returns the row when it should be written again
+    /// without its invalid references.
+    fn outcome(
+        &mut self,
+        sync: &CompiledSync,
+        target: &SalesforceTarget,
+        mut row: Planned,
+        result: SaveResult,
+    ) -> Option<Planned> {
+        if result.success {
+            let id = result.id.clone().or_else(|| row.id.clone());
+            let (outcome, log_type) = match (row.operation, result.created) {
+                (Operation::Create, _) => {
+                    self.counts.insert += 1;
+                    ("inserted", "inserts")
+                }
+                (Operation::Update, _) => {
+                    self.counts.update += 1;
+                    ("updated", "updates")
+                }
+                (Operation::Upsert, created) => {
+                    self.counts.upserts += 1;
+                    if created == Some(true) {
+                        self.counts.insert += 1;
+                        ("upserted", "inserts")
+                    } else {
+                        self.counts.update += 1;
+                        ("upserted", "updates")
+                    }
+                }
+                (Operation::Delete, _) => {
+                    self.counts.delete += 1;
+                    ("deleted", "deletes")
+                }
+            };
+            let line = json!({"identity": row.candidate.row.identity, "id": id,
+                "operation": operation_name(row.operation), "values": row.payload});
+            self.log(log_type, line.clone());
+            self.log("records", line);
+            self.ledger.push(LedgerEntry::new(
+                row.candidate.row.identity.clone(),
+                Some(row.candidate.hash.clone()),
+                id,
+                outcome,
+                None,
+            ));
+            return None;
+        }
+        if result.is_lock_failure() {
+            self.locked.push(row);
+            return None;
+        }
+        // Lead `ignore_invalid_references`: parents referenced by an external id that
+        // matches nothing are dropped and the record is written without them.
+        if sync.config.ignore_invalid_references
+            && !result.errors.is_empty()
+            && result.errors.iter().all(is_external_reference_error)
+            && row.omitted.is_empty()
+        {
+            let references: Vec<String> = row
+                .payload
+                .keys()
+                .filter(|k| k.contains('.'))
+                .cloned()
+                .collect();
+            if !references.is_empty() {
+                for field in &references {
+                    row.payload.remove(field);
+                }
+                row.omitted.extend(references.iter().cloned());
+                let message = format!(
+                    "unresolved external-id reference {} ignored (ignore_invalid_references): {}",
+                    references.join(", "),
+                    result.errors[0].message
+                );
+                self.warn(
+                    Some(&row.candidate.row.identity),
+                    row.id.as_deref(),
+                    &message,
+                );
+                return Some(row);
+            }
+        }
+        let reference_errors: Vec<&ApiErrorItem> = result
+            .errors
+            .iter()
+            .filter(|e| is_reference_error(e))
+            .collect();
+        if !reference_errors.is_empty()
+            && reference_errors.len() == result.errors.len()
+            && sync.config.invalid_relationships != InvalidRelationships::Error
+        {
+            let named: Vec<String> = reference_errors
+                .iter()
+                .flat_map(|e| e.fields.iter())
+                .filter(|f| {
+                    target
+                        .info
+                        .reference_fields
+                        .contains(&f.to_ascii_lowercase())
+                })
+                .cloned()
+                .collect();
+            let fields: Vec<String> = if named.is_empty() {
+                row.payload
+                    .keys()
+                    .filter(|k| {
+                        target
+                            .info
+                            .reference_fields
+                            .contains(&k.to_ascii_lowercase())
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                named
+            };
+            if !fields.is_empty() {
+                if sync.config.invalid_relationships == InvalidRelationships::OmitValues {
+                    if row.omitted.is_empty() {
+                        self.omit_values(&mut row, &fields);
+                        return Some(row);
+                    }
+                } else {
+                    self.omit_record(&row, &fields, false);
+                    return None;
+                }
+            }
+        }
+        self.failed(&row, &result.errors);
+        None
+    }
+
+    fn omit_values(&mut self, row: &mut Planned, fields: &[String]) {
+        for field in fields {
+            row.payload.remove(field);
+        }
+        row.omitted.extend(fields.iter().cloned());
+        let message = format!(
+            "invalid reference in {} omitted (invalid_relationships: omit_values); the rest \
+             of the record is written",
+            fields.join(", ")
+        );
+        self.warn(
+            Some(&row.candidate.row.identity),
+            row.id.as_deref(),
+            &message,
+        );
+    }
+
+    fn omit_record(&mut self, row: &Planned, fields: &[String], test: bool) {
+        let message = format!(
+            "record skipped: invalid reference in {} (invalid_relationships: omit_records)",
+            fields.join(", ")
+        );
+        self.warn(
+            Some(&row.candidate.row.identity),
+            row.id.as_deref(),
+            &message,
+        );
+        if !test {
+            self.ledger.push(LedgerEntry::new(
+                row.candidate.row.identity.clone(),
+                Some(row.candidate.hash.clone()),
+                row.id.clone(),
+                "omitted",
+                None,
+            ));
+        }
+    }
+
+    fn skipped(
+        &mut self,
+        candidate: &Candidate,
+        reason: &SkipReason,
+        id: Option<String>,
+        test: bool,
+    ) {
+        let identity = candidate.row.identity.as_str();
+        if reason.is_warning() {
+            self.warn(Some(identity), id.as_deref(), &reason.message());
+        }
+        self.log(
+            "records",
+            json!({"identity": identity, "id": id, "operation": "skip", "message": reason.message()}),
+        );
+        if test {
+            return;
+        }
+        let hash = match reason {
+            // Retried next run: keep what was confirmed before.
+            SkipReason::Unmatched | SkipReason::UnknownCreate => {
+                candidate.prior.as_ref().and_then(|p| p.hash.clone())
+            }
+            _ => Some(candidate.hash.clone()),
+        };
+        self.ledger.push(LedgerEntry::new(
+            identity.to_string(),
+            hash,
+            id,
+            reason.outcome(),
+            None,
+        ));
+    }
+
+    fn failed(&mut self, row: &Planned, errors: &[ApiErrorItem]) {
+        self.failed_with(row, errors, false);
+    }
+
+    fn failed_with(&mut self, row: &Planned, errors: &[ApiErrorItem], test: bool) {
+        self.counts.error += 1;
+        let first = errors.first();
+        let code = first.map_or("UNKNOWN_ERROR", |e| e.error_code.as_str());
+        let message = first.map_or("Salesforce reported a failure without details", |e| {
+            e.message.as_str()
+        });
+        let identity = row.candidate.row.identity.as_str();
+        let line = json!({
+            "identity": identity,
+            "id": row.id,
+            "operation": operation_name(row.operation),
+            "error_code": code,
+            "message": message,
+            "fields": first.map(|e| e.fields.clone()).unwrap_or_default(),
+            "errors": errors.iter().map(|e| json!({"errorCode": e.error_code, "message": e.message, "fields": e.fields})).collect::<Vec<_>>(),
+        });
+        self.log("errors", line.clone());
+        self.log("records", line);
+        if test {
+            return;
+        }
+        // The record id is forgotten when Salesforce says it no longer exists, so the next
+        // run resolves the identity again.
+        let gone = errors.iter().any(|e| {
+            matches!(
+                e.error_code.as_str(),
+                "ENTITY_IS_DELETED" | "INVALID_ID_FIELD" | "NOT_FOUND"
+            )
+        });
+        let prior = row.candidate.prior.as_ref();
+        let record_id = if gone {
+            None
+        } else {
+            row.id
+                .clone()
+                .or_else(|| prior.and_then(|p| p.record_id.clone()))
+        };
+        self.ledger.push(LedgerEntry::new(
+            identity.to_string(),
+            prior.and_then(|p| p.hash.clone()),
+            record_id,
+            "failed",
+            Some(code.to_string()),
+        ));
+    }
+}
+
+fn operation_name(operation: Operation) -> &'static str {
+    match operation {
+        Operation::Create => "insert",
+        Operation::Update => "update",
+        Operation::Upsert => "upsert",
+        Operation::Delete => "delete",
+    }
+}

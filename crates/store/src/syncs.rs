@@ -1,0 +1,842 @@
+//! Model syncs (reverse ETL) and their executions.
+//!
+//! A sync row keeps the API's `SyncRequest` document as JSON (`document`) plus the columns
+//! lists filter on (name, mode, target connection and object, model ids, active). The sync
+//! is registered as a dependent (`kind = "sync"`) of its target connection and of every
+//! connection its models read from, in the same transaction that writes it, so deleting a
+//! connection a sync uses answers "connection in use".
+//!
+//! Executions carry their status, type, counts and error messages. At most one unfinished
+//! execution (`created`, `queued`, `running`, `canceling`) exists per sync: a unique partial
+//! index enforces it, so two concurrent starts cannot both succeed
+//! ([`StoreError::AlreadyExists`] with entity `running execution`). Status changes are
+//! compare-and-set ([`SyncStore::transition_execution`]). Record logs (`records`, `errors`,
+//! `warnings`, `inserts`, `updates`, `deletes`) are stored as numbered lines per execution.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::{Result, StoreError, for_each_backend, from_millis, map_unique};
+
+/// The dependent kind syncs register under.
+pub const DEPENDENT_KIND: &str = "sync";
+
+/// Statuses of an unfinished execution (at most one per sync).
+pub const ACTIVE_STATUSES: [&str; 4] = ["created", "queued", "running", "canceling"];
+
+/// A stored sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSync {
+    /// Public id.
+    pub id: Uuid,
+    /// Owning organization.
+    pub organization_id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// `create`, `update`, `updateOrCreate`, `remove`, ...
+    pub mode: String,
+    /// The destination connection.
+    pub target_connection_id: Uuid,
+    /// The target object (`Contact`, `multi:leadOrContact`, ...).
+    pub target_object: Option<String>,
+    /// Models referenced by the mappings.
+    pub model_ids: Vec<Uuid>,
+    /// Enabled and scheduled.
+    pub active: bool,
+    /// The full `SyncRequest` document.
+    pub document: Value,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Creator (API key id).
+    pub created_by: Option<String>,
+    /// Last update time.
+    pub updated_at: DateTime<Utc>,
+    /// Last updater.
+    pub updated_by: Option<String>,
+}
+
+/// The writable part of a sync.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncWrite {
+    /// Display name.
+    pub name: String,
+    /// Sync mode.
+    pub mode: String,
+    /// Destination connection (must belong to the organization).
+    pub target_connection_id: Uuid,
+    /// Target object.
+    pub target_object: Option<String>,
+    /// Models referenced by the mappings (must belong to the organization).
+    pub model_ids: Vec<Uuid>,
+    /// Enabled.
+    pub active: bool,
+    /// The `SyncRequest` document.
+    pub document: Value,
+    /// Who writes.
+    pub actor: Option<String>,
+}
+
+/// Filters of [`SyncStore::list_syncs`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncFilter {
+    /// Only active (or inactive) syncs.
+    pub active: Option<bool>,
+    /// Only this mode.
+    pub mode: Option<String>,
+    /// Only syncs writing to this connection.
+    pub target_connection_id: Option<Uuid>,
+}
+
+/// Execution counts (Polytomic's `ExecutionCounts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecutionCounts {
+    /// Records the execution had to act on.
+    pub total: i64,
+    /// Records created.
+    pub insert: i64,
+    /// Records updated.
+    pub update: i64,
+    /// Records written by upsert (also counted as insert or update).
+    pub upserts: i64,
+    /// Records deleted.
+    pub delete: i64,
+    /// Records that failed.
+    pub error: i64,
+    /// Warnings raised.
+    pub warnings: i64,
+}
+
+/// A stored execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    /// Public id.
+    pub id: Uuid,
+    /// The sync.
+    pub sync_id: Uuid,
+    /// Status (`created`, `running`, `completed`, ...).
+    pub status: String,
+    /// Type (`manual`, `resync`, `test`, `identities`).
+    pub execution_type: String,
+    /// Counts so far.
+    pub counts: ExecutionCounts,
+    /// Execution-level error messages.
+    pub errors: Vec<String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// When it started running.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it reached a terminal status.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Options of [`SyncStore::list_executions`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ExecutionPage {
+    /// Oldest first instead of newest first.
+    pub ascending: bool,
+    /// Only `completed` executions.
+    pub only_completed: bool,
+    /// Rows to skip.
+    pub offset: i64,
+    /// Rows to return.
+    pub limit: i64,
+}
+
+/// One line of an execution's record log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordLine {
+    /// `records`, `errors`, `warnings`, `inserts`, `updates` or `deletes`.
+    pub log_type: String,
+    /// Position within the log (0-based, unique per log type).
+    pub seq: i64,
+    /// The line (JSON text).
+    pub line: String,
+}
+
+/// Sync and execution persistence. Sync calls are scoped to an organization; execution
+/// calls take a sync id the caller has already resolved within its organization.
+#[async_trait]
+pub trait SyncStore {
+    /// Inserts a sync and registers it as a dependent of its connections.
+    async fn create_sync(&self, organization_id: Uuid, write: SyncWrite) -> Result<ModelSync>;
+    /// Fetches one sync.
+    async fn sync(&self, organization_id: Uuid, id: Uuid) -> Result<ModelSync>;
+    /// Syncs of the organization, most recently updated first (id breaks ties).
+    async fn list_syncs(
+        &self,
+        organization_id: Uuid,
+        filter: &SyncFilter,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<ModelSync>>;
+    /// Every active sync of every organization (the scheduler's view).
+    async fn list_active_syncs(&self) -> Result<Vec<ModelSync>>;
+    /// Replaces a sync and moves its dependent links.
+    async fn update_sync(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        write: SyncWrite,
+    ) -> Result<ModelSync>;
+    /// Sets `active`.
+    async fn set_sync_active(&self, organization_id: Uuid, id: Uuid, active: bool) -> Result<()>;
+    /// Deletes a sync, its executions, logs, ledger and dependent links.
+    async fn delete_sync(&self, organization_id: Uuid, id: Uuid) -> Result<()>;
+
+    /// Creates an execution in status `created`; [`StoreError::AlreadyExists`] when the sync
+    /// has an unfinished one.
+    async fn create_execution(&self, sync_id: Uuid, execution_type: &str) -> Result<Execution>;
+    /// Fetches an execution of a sync.
+    async fn execution(&self, sync_id: Uuid, id: Uuid) -> Result<Execution>;
+    /// The unfinished execution of a sync, if any.
+    async fn active_execution(&self, sync_id: Uuid) -> Result<Option<Execution>>;
+    /// The most recent terminal execution of a sync.
+    async fn last_finished_execution(&self, sync_id: Uuid) -> Result<Option<Execution>>;
+    /// Executions of a sync by creation time (newest first unless `ascending`).
+    async fn list_executions(&self, sync_id: Uuid, page: ExecutionPage) -> Result<Vec<Execution>>;
+    /// Moves an execution to `to` if its status is one of `from`; returns whether it moved.
+    /// `running` sets `started_at`; terminal statuses set `completed_at`.
+    async fn transition_execution(&self, id: Uuid, from: &[&str], to: &str) -> Result<bool>;
+    /// Stores the counts and execution-level errors so far.
+    async fn record_execution_progress(
+        &self,
+        id: Uuid,
+        counts: ExecutionCounts,
+        errors: &[String],
+    ) -> Result<()>;
+    /// Appends record-log lines.
+    async fn append_execution_records(&self, id: Uuid, lines: &[RecordLine]) -> Result<()>;
+    /// Lines of one log, in order, starting at `from_seq`.
+    async fn execution_records(
+        &self,
+        id: Uuid,
+        log_type: &str,
+        from_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<RecordLine>>;
+    /// Number of lines of one log.
+    async fn count_execution_records(&self, id: Uuid, log_type: &str) -> Result<i64>;
+}
+
+/// Whether `status` is terminal.
+pub fn is_terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "canceled" | "interrupted")
+}
+
+const SYNC_COLUMNS: &str = "id, organization_id, name, mode, target_connection_id, target_object, \
+                            model_ids, active, document, created_at, created_by, updated_at, \
+                            updated_by";
+
+const EXECUTION_COLUMNS: &str = "id, sync_id, status, execution_type, total_count, insert_count, \
+                                 update_count, upsert_count, delete_count, error_count, \
+                                 warning_count, errors, created_at, started_at, completed_at, \
+                                 updated_at";
+
+trait SyncRow {
+    fn to_sync(&self) -> Result<ModelSync>;
+    fn to_execution(&self) -> Result<Execution>;
+    fn to_line(&self) -> Result<RecordLine>;
+}
+
+fn corrupt(error: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(error.to_string())
+}
+
+macro_rules! impl_sync_row {
+    ($row:ty) => {
+        impl SyncRow for $row {
+            fn to_sync(&self) -> Result<ModelSync> {
+                let uuid = |column: &str| -> Result<Uuid> {
+                    let text: String = self.try_get(column)?;
+                    Uuid::parse_str(&text).map_err(|e| corrupt(&e))
+                };
+                let document: String = self.try_get("document")?;
+                let model_ids: String = self.try_get("model_ids")?;
+                Ok(ModelSync {
+                    id: uuid("id")?,
+                    organization_id: uuid("organization_id")?,
+                    name: self.try_get("name")?,
+                    mode: self.try_get("mode")?,
+                    target_connection_id: uuid("target_connection_id")?,
+                    target_object: self.try_get("target_object")?,
+                    model_ids: serde_json::from_str(&model_ids).map_err(|e| corrupt(&e))?,
+                    active: self.try_get("active")?,
+                    document: serde_json::from_str(&document).map_err(|e| corrupt(&e))?,
+                    created_at: from_millis(self.try_get("created_at")?),
+                    created_by: self.try_get("created_by")?,
+                    updated_at: from_millis(self.try_get("updated_at")?),
+                    updated_by: self.try_get("updated_by")?,
+                })
+            }
+
+            fn to_execution(&self) -> Result<Execution> {
+                let uuid = |column: &str| -> Result<Uuid> {
+                    let text: String = self.try_get(column)?;
+                    Uuid::parse_str(&text).map_err(|e| corrupt(&e))
+                };
+                let errors: String = self.try_get("errors")?;
+                let started: Option<i64> = self.try_get("started_at")?;
+                let completed: Option<i64> = self.try_get("completed_at")?;
+                Ok(Execution {
+                    id: uuid("id")?,
+                    sync_id: uuid("sync_id")?,
+                    status: self.try_get("status")?,
+                    execution_type: self.try_get("execution_type")?,
+                    counts: ExecutionCounts {
+                        total: self.try_get("total_count")?,
+                        insert: self.try_get("insert_count")?,
+                        update: self.try_get("update_count")?,
+                        upserts: self.try_get("upsert_count")?,
+                        delete: self.try_get("delete_count")?,
+                        error: self.try_get("error_count")?,
+                        warnings: self.try_get("warning_count")?,
+                    },
+                    errors: serde_json::from_str(&errors).map_err(|e| corrupt(&e))?,
+                    created_at: from_millis(self.try_get("created_at")?),
+                    started_at: started.map(from_millis),
+                    completed_at: completed.map(from_millis),
+                    updated_at: from_millis(self.try_get("updated_at")?),
+                })
+            }
+
+            fn to_line(&self) -> Result<RecordLine> {
+                Ok(RecordLine {
+                    log_type: self.try_get("log_type")?,
+                    seq: self.try_get("seq")?,
+                    line: self.try_get("line")?,
+                })
+            }
+        }
+    };
+}
+impl_sync_row!(sqlx::sqlite::SqliteRow);
+impl_sync_row!(sqlx::postgres::PgRow);
+
+fn not_found() -> StoreError {
+    StoreError::NotFound { entity: "sync" }
+}
+
+fn execution_not_found() -> StoreError {
+    StoreError::NotFound {
+        entity: "execution",
+    }
+}
+
+fn json_text(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn now() -> i64 {
+    ferry_core::time::now_millis().timestamp_millis()
+}
+
+/// `$first, $first+1, ...` for `count` placeholders.
+pub(crate) fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+macro_rules! impl_syncs {
+    ($store:ty) => {
+        impl $store {
+            /// Checks that the target connection and the models belong to the organization;
+            /// returns the connection ids the sync depends on.
+            async fn sync_dependencies(
+                tx: &mut sqlx::Transaction<'static, <$store as StoreDb>::Db>,
+                organization_id: Uuid,
+                write: &SyncWrite,
+            ) -> Result<Vec<String>> {
+                let connection = sqlx::query(
+                    "SELECT id FROM connections WHERE organization_id = $1 AND id = $2",
+                )
+                .bind(organization_id.to_string())
+                .bind(write.target_connection_id.to_string())
+                .fetch_optional(&mut **tx)
+                .await?;
+                if connection.is_none() {
+                    return Err(StoreError::NotFound {
+                        entity: "connection",
+                    });
+                }
+                let mut connections = vec![write.target_connection_id.to_string()];
+                for model_id in &write.model_ids {
+                    let row = sqlx::query(
+                        "SELECT connection_id FROM models WHERE organization_id = $1 AND id = $2",
+                    )
+                    .bind(organization_id.to_string())
+                    .bind(model_id.to_string())
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    let Some(row) = row else {
+                        return Err(StoreError::NotFound { entity: "model" });
+                    };
+                    let connection_id: String = row.try_get("connection_id")?;
+                    if !connections.contains(&connection_id) {
+                        connections.push(connection_id);
+                    }
+                }
+                Ok(connections)
+            }
+        }
+
+        #[async_trait]
+        impl SyncStore for $store {
+            async fn create_sync(&self, organization_id: Uuid, write: SyncWrite) -> Result<ModelSync> {
+                let id = Uuid::new_v4();
+                let now = now();
+                let mut tx = self.pool.begin().await?;
+                let connections =
+                    match Self::sync_dependencies(&mut tx, organization_id, &write).await {
+                        Ok(connections) => connections,
+                        Err(error) => {
+                            tx.rollback().await?;
+                            return Err(error);
+                        }
+                    };
+                sqlx::query(&format!(
+                    "INSERT INTO syncs ({SYNC_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                     $9, $10, $11, $10, $11)"
+                ))
+                .bind(id.to_string())
+                .bind(organization_id.to_string())
+                .bind(&write.name)
+                .bind(&write.mode)
+                .bind(write.target_connection_id.to_string())
+                .bind(&write.target_object)
+                .bind(json_text(&write.model_ids)?)
+                .bind(write.active)
+                .bind(json_text(&write.document)?)
+                .bind(now)
+                .bind(&write.actor)
+                .execute(&mut *tx)
+                .await?;
+                for connection_id in connections {
+                    sqlx::query(
+                        "INSERT INTO connection_dependents \
+                         (connection_id, dependent_kind, dependent_id, dependent_name) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(connection_id)
+                    .bind(DEPENDENT_KIND)
+                    .bind(id.to_string())
+                    .bind(&write.name)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                self.sync(organization_id, id).await
+            }
+
+            async fn sync(&self, organization_id: Uuid, id: Uuid) -> Result<ModelSync> {
+                let row = sqlx::query(&format!(
+                    "SELECT {SYNC_COLUMNS} FROM syncs WHERE organization_id = $1 AND id = $2"
+                ))
+                .bind(organization_id.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref()
+                    .map(SyncRow::to_sync)
+                    .transpose()?
+                    .ok_or_else(not_found)
+            }
+
+            async fn list_syncs(
+                &self,
+                organization_id: Uuid,
+                filter: &SyncFilter,
+                offset: i64,
+                limit: i64,
+            ) -> Result<Vec<ModelSync>> {
+                // Optional filters are written as `($n IS NULL OR column = $n)` so the
+                // statement text is fixed.
+                let rows = sqlx::query(&format!(
+                    "SELECT {SYNC_COLUMNS} FROM syncs WHERE organization_id = $1 \
+                     AND ($2 IS NULL OR active = $2) \
+                     AND ($3 IS NULL OR mode = $3) \
+                     AND ($4 IS NULL OR target_connection_id = $4) \
+                     ORDER BY updated_at DESC, id LIMIT $5 OFFSET $6"
+                ))
+                .bind(organization_id.to_string())
+                .bind(filter.active)
+                .bind(filter.mode.as_deref())
+                .bind(filter.target_connection_id.map(|id| id.to_string()))
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(SyncRow::to_sync).collect()
+            }
+
+            async fn list_active_syncs(&self) -> Result<Vec<ModelSync>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {SYNC_COLUMNS} FROM syncs WHERE active = $1 ORDER BY id"
+                ))
+                .bind(true)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(SyncRow::to_sync).collect()
+            }
+
+            async fn update_sync(
+                &self,
+                organization_id: Uuid,
+                id: Uuid,
+                write: SyncWrite,
+            ) -> Result<ModelSync> {
+                let now = now();
+                let mut tx = self.pool.begin().await?;
+                let connections =
+                    match Self::sync_dependencies(&mut tx, organization_id, &write).await {
+                        Ok(connections) => connections,
+                        Err(error) => {
+                            tx.rollback().await?;
+                            return Err(error);
+                        }
+                    };
+                let result = sqlx::query(
+                    "UPDATE syncs SET name = $3, mode = $4, target_connection_id = $5, \
+                     target_object = $6, model_ids = $7, active = $8, document = $9, \
+                     updated_at = $10, updated_by = $11 \
+                     WHERE organization_id = $1 AND id = $2",
+                )
+                .bind(organization_id.to_string())
+                .bind(id.to_string())
+                .bind(&write.name)
+                .bind(&write.mode)
+                .bind(write.target_connection_id.to_string())
+                .bind(&write.target_object)
+                .bind(json_text(&write.model_ids)?)
+                .bind(write.active)
+                .bind(json_text(&write.document)?)
+                .bind(now)
+                .bind(&write.actor)
+                .execute(&mut *tx)
+                .await?;
+                if result.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Err(not_found());
+                }
+                sqlx::query(
+                    "DELETE FROM connection_dependents \
+                     WHERE dependent_kind = $1 AND dependent_id = $2",
+                )
+                .bind(DEPENDENT_KIND)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                for connection_id in connections {
+                    sqlx::query(
+                        "INSERT INTO connection_dependents \
+                         (connection_id, dependent_kind, dependent_id, dependent_name) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(connection_id)
+                    .bind(DEPENDENT_KIND)
+                    .bind(id.to_string())
+                    .bind(&write.name)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                self.sync(organization_id, id).await
+            }
+
+            async fn set_sync_active(
+                &self,
+                organization_id: Uuid,
+                id: Uuid,
+                active: bool,
+            ) -> Result<()> {
+                let result = sqlx::query(
+                    "UPDATE syncs SET active = $3, updated_at = $4 \
+                     WHERE organization_id = $1 AND id = $2",
+                )
+                .bind(organization_id.to_string())
+                .bind(id.to_string())
+                .bind(active)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                if result.rows_affected() == 0 {
+                    return Err(not_found());
+                }
+                Ok(())
+            }
+
+            async fn delete_sync(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
+                let mut tx = self.pool.begin().await?;
+                let exists =
+                    sqlx::query("SELECT id FROM syncs WHERE organization_id = $1 AND id = $2")
+                        .bind(organization_id.to_string())
+                        .bind(id.to_string())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if exists.is_none() {
+                    tx.rollback().await?;
+                    return Err(not_found());
+                }
+                for statement in [
+                    "DELETE FROM sync_execution_records WHERE execution_id IN \
+                     (SELECT id FROM sync_executions WHERE sync_id = $1)",
+                    "DELETE FROM sync_executions WHERE sync_id = $1",
+                    "DELETE FROM sync_ledger WHERE sync_id = $1",
+                    "DELETE FROM syncs WHERE id = $1",
+                ] {
+                    sqlx::query(statement)
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query(
+                    "DELETE FROM connection_dependents \
+                     WHERE dependent_kind = $1 AND dependent_id = $2",
+                )
+                .bind(DEPENDENT_KIND)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn create_execution(
+                &self,
+                sync_id: Uuid,
+                execution_type: &str,
+            ) -> Result<Execution> {
+                let id = Uuid::new_v4();
+                let now = now();
+                sqlx::query(&format!(
+                    "INSERT INTO sync_executions ({EXECUTION_COLUMNS}) VALUES ($1, $2, 'created', \
+                     $3, 0, 0, 0, 0, 0, 0, 0, '[]', $4, NULL, NULL, $4)"
+                ))
+                .bind(id.to_string())
+                .bind(sync_id.to_string())
+                .bind(execution_type)
+                .bind(now)
+                .execute(&self.pool)
+                .await
+                .map_err(map_unique("running execution"))?;
+                self.execution(sync_id, id).await
+            }
+
+            async fn execution(&self, sync_id: Uuid, id: Uuid) -> Result<Execution> {
+                let row = sqlx::query(&format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM sync_executions WHERE sync_id = $1 AND id = $2"
+                ))
+                .bind(sync_id.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref()
+                    .map(SyncRow::to_execution)
+                    .transpose()?
+                    .ok_or_else(execution_not_found)
+            }
+
+            async fn active_execution(&self, sync_id: Uuid) -> Result<Option<Execution>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM sync_executions WHERE sync_id = $1 \
+                     AND status IN ('created', 'queued', 'running', 'canceling')"
+                ))
+                .bind(sync_id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(SyncRow::to_execution).transpose()
+            }
+
+            async fn last_finished_execution(&self, sync_id: Uuid) -> Result<Option<Execution>> {
+                let row = sqlx::query(&format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM sync_executions WHERE sync_id = $1 \
+                     AND status IN ('completed', 'failed', 'canceled', 'interrupted') \
+                     ORDER BY created_at DESC, id DESC LIMIT 1"
+                ))
+                .bind(sync_id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+                row.as_ref().map(SyncRow::to_execution).transpose()
+            }
+
+            async fn list_executions(
+                &self,
+                sync_id: Uuid,
+                page: ExecutionPage,
+            ) -> Result<Vec<Execution>> {
+                let order = if page.ascending { "ASC" } else { "DESC" };
+                let rows = sqlx::query(&format!(
+                    "SELECT {EXECUTION_COLUMNS} FROM sync_executions WHERE sync_id = $1 \
+                     AND ($2 = FALSE OR status = 'completed') \
+                     ORDER BY created_at {order}, id {order} LIMIT $3 OFFSET $4"
+                ))
+                .bind(sync_id.to_string())
+                .bind(page.only_completed)
+                .bind(page.limit)
+                .bind(page.offset)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(SyncRow::to_execution).collect()
+            }
+
+            async fn transition_execution(
+                &self,
+                id: Uuid,
+                from: &[&str],
+                to: &str,
+            ) -> Result<bool> {
+                if from.is_empty() {
+                    return Ok(false);
+                }
+                let now = now();
+                let started = if to == "running" { Some(now) } else { None };
+                let completed = if is_terminal(to) { Some(now) } else { None };
+                let sql = format!(
+                    "UPDATE sync_executions SET status = $1, updated_at = $2, \
+                     started_at = COALESCE(started_at, $3), \
+                     completed_at = COALESCE(completed_at, $4) \
+                     WHERE id = $5 AND status IN ({})",
+                    placeholders(6, from.len())
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(to)
+                    .bind(now)
+                    .bind(started)
+                    .bind(completed)
+                    .bind(id.to_string());
+                for status in from {
+                    query = query.bind(*status);
+                }
+                let result = query.execute(&self.pool).await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn record_execution_progress(
+                &self,
+                id: Uuid,
+                counts: ExecutionCounts,
+                errors: &[String],
+            ) -> Result<()> {
+                let result = sqlx::query(
+                    "UPDATE sync_executions SET total_count = $2, insert_count = $3, \
+                     update_count = $4, upsert_count = $5, delete_count = $6, error_count = $7, \
+                     warning_count = $8, errors = $9, updated_at = $10 WHERE id = $1",
+                )
+                .bind(id.to_string())
+                .bind(counts.total)
+                .bind(counts.insert)
+                .bind(counts.update)
+                .bind(counts.upserts)
+                .bind(counts.delete)
+                .bind(counts.error)
+                .bind(counts.warnings)
+                .bind(json_text(&errors)?)
+                .bind(now())
+                .execute(&self.pool)
+                .await?;
+                if result.rows_affected() == 0 {
+                    return Err(execution_not_found());
+                }
+                Ok(())
+            }
+
+            async fn append_execution_records(
+                &self,
+                id: Uuid,
+                lines: &[RecordLine],
+            ) -> Result<()> {
+                if lines.is_empty() {
+                    return Ok(());
+                }
+                let mut tx = self.pool.begin().await?;
+                for line in lines {
+                    sqlx::query(
+                        "INSERT INTO sync_execution_records (execution_id, log_type, seq, line) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(id.to_string())
+                    .bind(&line.log_type)
+                    .bind(line.seq)
+                    .bind(&line.line)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn execution_records(
+                &self,
+                id: Uuid,
+                log_type: &str,
+                from_seq: i64,
+                limit: i64,
+            ) -> Result<Vec<RecordLine>> {
+                let rows = sqlx::query(
+                    "SELECT log_type, seq, line FROM sync_execution_records \
+                     WHERE execution_id = $1 AND log_type = $2 AND seq >= $3 \
+                     ORDER BY seq LIMIT $4",
+                )
+                .bind(id.to_string())
+                .bind(log_type)
+                .bind(from_seq)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(SyncRow::to_line).collect()
+            }
+
+            async fn count_execution_records(&self, id: Uuid, log_type: &str) -> Result<i64> {
+                let row = sqlx::query(
+                    "SELECT COUNT(*) AS n FROM sync_execution_records \
+                     WHERE execution_id = $1 AND log_type = $2",
+                )
+                .bind(id.to_string())
+                .bind(log_type)
+                .fetch_one(&self.pool)
+                .await?;
+                Ok(row.try_get("n")?)
+            }
+        }
+    };
+}
+
+/// The sqlx database of each store type (lets one macro body name executors generically).
+pub(crate) trait StoreDb {
+    type Db: sqlx::Database;
+}
+impl StoreDb for crate::backend::SqliteStore {
+    type Db = sqlx::Sqlite;
+}
+impl StoreDb for crate::backend::PostgresStore {
+    type Db = sqlx::Postgres;
+}
+
+for_each_backend!(impl_syncs);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_numbered() {
+        assert_eq!(placeholders(3, 3), "$3, $4, $5");
+        assert_eq!(placeholders(1, 0), "");
+    }
+
+    #[test]
+    fn terminal_statuses() {
+        for status in ["completed", "failed", "canceled", "interrupted"] {
+            assert!(is_terminal(status));
+        }
+        for status in ACTIVE_STATUSES {
+            assert!(!is_terminal(status));
+        }
+    }
+}

@@ -1,0 +1,521 @@
+//! Conformance of syncs, executions, record logs and the ledger, on SQLite and PostgreSQL.
+
+use std::sync::Arc;
+
+use ferry_store::testing::postgres_database;
+use ferry_store::{
+    ConnectionWrite, DynStore, ExecutionCounts, ExecutionPage, LedgerEntry, PostgresStore,
+    RecordLine, SqliteStore, StoreError, SyncFilter, SyncWrite,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+fn connection(name: &str, type_id: &str) -> ConnectionWrite {
+    ConnectionWrite {
+        name: name.to_string(),
+        type_id: type_id.to_string(),
+        configuration: json!({}),
+        secrets: None,
+        status: "healthy".to_string(),
+        status_error: None,
+        healthcheck_interval: None,
+        policies: vec![],
+        actor: None,
+    }
+}
+
+fn model(connection_id: Uuid) -> ferry_store::ModelWrite {
+    ferry_store::ModelWrite {
+        connection_id,
+        name: "people".to_string(),
+        configuration: json!({"table": "people"}),
+        fields: json!([]),
+        identifier: None,
+        tracking_columns: vec![],
+        labels: vec![],
+        additional_fields: json!([]),
+        relations: json!([]),
+        policies: vec![],
+        actor: None,
+    }
+}
+
+fn sync_write(target: Uuid, model_id: Uuid, name: &str, mode: &str) -> SyncWrite {
+    SyncWrite {
+        name: name.to_string(),
+        mode: mode.to_string(),
+        target_connection_id: target,
+        target_object: Some("Contact".to_string()),
+        model_ids: vec![model_id],
+        active: true,
+        document: json!({"name": name, "mode": mode, "fields": [{"target": "Email"}]}),
+        actor: Some("key".to_string()),
+    }
+}
+
+async fn syncs(store: DynStore) {
+    let acme = store.create_organization("acme").await.unwrap();
+    let other = store.create_organization("other").await.unwrap();
+    let salesforce = store
+        .create_connection(acme.id, connection("sf", "salesforce"))
+        .await
+        .unwrap();
+    let database = store
+        .create_connection(acme.id, connection("db", "sqlite"))
+        .await
+        .unwrap();
+    let people = store
+        .create_model(acme.id, model(database.id))
+        .await
+        .unwrap();
+
+    // Unknown model / another organization's connection.
+    assert!(matches!(
+        store
+            .create_sync(
+                acme.id,
+                sync_write(salesforce.id, Uuid::new_v4(), "x", "create")
+            )
+            .await,
+        Err(StoreError::NotFound { entity: "model" })
+    ));
+    assert!(matches!(
+        store
+            .create_sync(
+                other.id,
+                sync_write(salesforce.id, people.id, "x", "create")
+            )
+            .await,
+        Err(StoreError::NotFound {
+            entity: "connection"
+        })
+    ));
+
+    let created = store
+        .create_sync(
+            acme.id,
+            sync_write(salesforce.id, people.id, "to contacts", "updateOrCreate"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.mode, "updateOrCreate");
+    assert_eq!(created.model_ids, vec![people.id]);
+    assert!(created.active);
+    assert_eq!(created.document["fields"][0]["target"], "Email");
+    assert_eq!(store.sync(acme.id, created.id).await.unwrap(), created);
+    assert!(matches!(
+        store.sync(other.id, created.id).await,
+        Err(StoreError::NotFound { entity: "sync" })
+    ));
+    // Registered on both connections.
+    for connection_id in [salesforce.id, database.id] {
+        let dependents = store.connection_dependents(connection_id).await.unwrap();
+        assert!(
+            dependents
+                .iter()
+                .any(|d| d.kind == "sync" && d.name == "to contacts"),
+            "{dependents:?}"
+        );
+    }
+
+    let second = store
+        .create_sync(
+            acme.id,
+            sync_write(salesforce.id, people.id, "leads", "create"),
+        )
+        .await
+        .unwrap();
+    let all = store
+        .list_syncs(acme.id, &SyncFilter::default(), 0, 50)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].id, second.id, "most recently updated first");
+    let creates = store
+        .list_syncs(
+            acme.id,
+            &SyncFilter {
+                mode: Some("create".into()),
+                ..SyncFilter::default()
+            },
+            0,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(creates.len(), 1);
+    store
+        .set_sync_active(acme.id, second.id, false)
+        .await
+        .unwrap();
+    let inactive = store
+        .list_syncs(
+            acme.id,
+            &SyncFilter {
+                active: Some(false),
+                target_connection_id: Some(salesforce.id),
+                ..SyncFilter::default()
+            },
+            0,
+            50,
+        )
+        .await
+        .unwrap();
+    assert_eq!(inactive.len(), 1);
+    assert_eq!(inactive[0].id, second.id);
+    let active: Vec<Uuid> = store
+        .list_active_syncs()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(active, vec![created.id]);
+    let paged = store
+        .list_syncs(acme.id, &SyncFilter::default(), 1, 1)
+        .await
+        .unwrap();
+    assert_eq!(paged.len(), 1);
+
+    // Update renames the dependent link.
+    let mut write = sync_write(salesforce.id, people.id, "renamed", "update");
+    write.active = false;
+    let updated = store.update_sync(acme.id, created.id, write).await.unwrap();
+    assert_eq!(updated.name, "renamed");
+    assert!(!updated.active);
+    assert!(updated.updated_at >= created.updated_at);
+    let dependents = store.connection_dependents(salesforce.id).await.unwrap();
+    assert!(dependents.iter().any(|d| d.name == "renamed"));
+    assert!(!dependents.iter().any(|d| d.name == "to contacts"));
+
+    // Delete removes executions, ledger and links.
+    let execution = store.create_execution(created.id, "manual").await.unwrap();
+    store
+        .put_ledger_entries(
+            created.id,
+            &[LedgerEntry::new(
+                "a@x.com",
+                Some("h".into()),
+                None,
+                "inserted",
+                None,
+            )],
+        )
+        .await
+        .unwrap();
+    store.delete_sync(acme.id, created.id).await.unwrap();
+    assert!(matches!(
+        store.execution(created.id, execution.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.count_ledger_entries(created.id).await.unwrap(), 0);
+    assert!(
+        !store
+            .connection_dependents(salesforce.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|d| d.id == created.id.to_string())
+    );
+    assert!(matches!(
+        store.delete_sync(acme.id, created.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn executions(store: DynStore) {
+    let acme = store.create_organization("acme").await.unwrap();
+    let salesforce = store
+        .create_connection(acme.id, connection("sf", "salesforce"))
+        .await
+        .unwrap();
+    let database = store
+        .create_connection(acme.id, connection("db", "sqlite"))
+        .await
+        .unwrap();
+    let people = store
+        .create_model(acme.id, model(database.id))
+        .await
+        .unwrap();
+    let sync = store
+        .create_sync(acme.id, sync_write(salesforce.id, people.id, "s", "create"))
+        .await
+        .unwrap();
+
+    let first = store.create_execution(sync.id, "manual").await.unwrap();
+    assert_eq!(first.status, "created");
+    assert_eq!(first.counts, ExecutionCounts::default());
+    assert!(first.started_at.is_none());
+    // One unfinished execution per sync.
+    assert!(matches!(
+        store.create_execution(sync.id, "manual").await,
+        Err(StoreError::AlreadyExists { .. })
+    ));
+    assert_eq!(
+        store.active_execution(sync.id).await.unwrap().unwrap().id,
+        first.id
+    );
+    assert!(
+        store
+            .transition_execution(first.id, &["created"], "running")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .transition_execution(first.id, &["created"], "running")
+            .await
+            .unwrap(),
+        "compare-and-set refuses a stale transition"
+    );
+    let counts = ExecutionCounts {
+        total: 3,
+        insert: 2,
+        update: 1,
+        upserts: 0,
+        delete: 0,
+        error: 1,
+        warnings: 2,
+    };
+    store
+        .record_execution_progress(first.id, counts, &["boom".to_string()])
+        .await
+        .unwrap();
+    store
+        .append_execution_records(
+            first.id,
+            &[
+                RecordLine {
+                    log_type: "errors".into(),
+                    seq: 0,
+                    line: "{\"a\":1}".into(),
+                },
+                RecordLine {
+                    log_type: "errors".into(),
+                    seq: 1,
+                    line: "{\"a\":2}".into(),
+                },
+                RecordLine {
+                    log_type: "inserts".into(),
+                    seq: 0,
+                    line: "{}".into(),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .count_execution_records(first.id, "errors")
+            .await
+            .unwrap(),
+        2
+    );
+    let lines = store
+        .execution_records(first.id, "errors", 1, 10)
+        .await
+        .unwrap();
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0].line, "{\"a\":2}");
+    assert!(
+        store
+            .transition_execution(first.id, &["running"], "completed")
+            .await
+            .unwrap()
+    );
+    let done = store.execution(sync.id, first.id).await.unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(done.counts, counts);
+    assert_eq!(done.errors, vec!["boom".to_string()]);
+    assert!(done.started_at.is_some() && done.completed_at.is_some());
+    assert!(store.active_execution(sync.id).await.unwrap().is_none());
+    assert!(matches!(
+        store.execution(Uuid::new_v4(), first.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
+
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let second = store.create_execution(sync.id, "resync").await.unwrap();
+    store
+        .transition_execution(second.id, &["created"], "failed")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .last_finished_execution(sync.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        second.id
+    );
+    let page = |ascending, only_completed| ExecutionPage {
+        ascending,
+        only_completed,
+        offset: 0,
+        limit: 10,
+    };
+    let newest: Vec<Uuid> = store
+        .list_executions(sync.id, page(false, false))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(newest, vec![second.id, first.id]);
+    let oldest: Vec<Uuid> = store
+        .list_executions(sync.id, page(true, false))
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(oldest, vec![first.id, second.id]);
+    let completed = store
+        .list_executions(sync.id, page(false, true))
+        .await
+        .unwrap();
+    assert_eq!(completed.len(), 1);
+    assert_eq!(completed[0].id, first.id);
+}
+
+async fn ledger(store: DynStore) {
+    let acme = store.create_organization("acme").await.unwrap();
+    let salesforce = store
+        .create_connection(acme.id, connection("sf", "salesforce"))
+        .await
+        .unwrap();
+    let database = store
+        .create_connection(acme.id, connection("db", "sqlite"))
+        .await
+        .unwrap();
+    let people = store
+        .create_model(acme.id, model(database.id))
+        .await
+        .unwrap();
+    let sync = store
+        .create_sync(acme.id, sync_write(salesforce.id, people.id, "s", "create"))
+        .await
+        .unwrap();
+
+    assert!(
+        store
+            .ledger_entries(sync.id, &["nobody".to_string()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let many: Vec<LedgerEntry> = (0..1_200)
+        .map(|i| {
+            LedgerEntry::new(
+                format!("id-{i}"),
+                Some(format!("h{i}")),
+                None,
+                "inserted",
+                None,
+            )
+        })
+        .collect();
+    store.put_ledger_entries(sync.id, &many).await.unwrap();
+    assert_eq!(store.count_ledger_entries(sync.id).await.unwrap(), 1_200);
+    let wanted: Vec<String> = (0..1_200).step_by(2).map(|i| format!("id-{i}")).collect();
+    assert_eq!(
+        store.ledger_entries(sync.id, &wanted).await.unwrap().len(),
+        600
+    );
+
+    // Replace: a failure keeps what the caller passes (the engine passes the old hash).
+    store
+        .put_ledger_entries(
+            sync.id,
+            &[LedgerEntry::new(
+                "id-1",
+                Some("h1".into()),
+                Some("003000000000001AAA".into()),
+                "failed",
+                Some("STRING_TOO_LONG".into()),
+            )],
+        )
+        .await
+        .unwrap();
+    let entry = &store
+        .ledger_entries(sync.id, &["id-1".to_string()])
+        .await
+        .unwrap()[0];
+    assert_eq!(entry.outcome, "failed");
+    assert_eq!(entry.hash.as_deref(), Some("h1"));
+    assert_eq!(entry.record_id.as_deref(), Some("003000000000001AAA"));
+    assert_eq!(entry.error_code.as_deref(), Some("STRING_TOO_LONG"));
+    assert!(entry.updated_at.timestamp() > 0);
+
+    // Identities with quotes and unicode are plain values.
+    let odd = "o'brien\"; DROP TABLE x; -- é".to_string();
+    store
+        .put_ledger_entries(
+            sync.id,
+            &[LedgerEntry::new(
+                odd.clone(),
+                None,
+                None,
+                "pending_create",
+                None,
+            )],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ledger_entries(sync.id, &[odd]).await.unwrap()[0].outcome,
+        "pending_create"
+    );
+
+    assert!(matches!(
+        store
+            .put_ledger_entries(
+                Uuid::new_v4(),
+                &[LedgerEntry::new("x", None, None, "inserted", None)]
+            )
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    store.clear_ledger(sync.id).await.unwrap();
+    assert_eq!(store.count_ledger_entries(sync.id).await.unwrap(), 0);
+}
+
+async fn sqlite_store() -> (DynStore, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(dir.path().join("ferry.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    (Arc::new(store), dir)
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (store, _dir) = super::sqlite_store().await;
+                    super::$name(store).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let name = concat!("syncs_", stringify!($name));
+                    let Some(db) = super::postgres_database(name).await else { return };
+                    let store = super::PostgresStore::connect(&db.url).await.unwrap();
+                    store.migrate().await.unwrap();
+                    super::$name(std::sync::Arc::new(store.clone())).await;
+                    store.pool().close().await;
+                    db.drop_database().await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(syncs, executions, ledger);
