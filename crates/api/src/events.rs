@@ -443,3 +443,81 @@ mod tests {
         );
     }
 }
+
+/// Publishes the events of one model-sync execution: `sync.running` now, then — once the
+/// execution reaches a terminal status — `sync.completed`, `sync.completed_with_errors`,
+/// `sync.failed` or `sync.canceled`, with the payloads of spec §6. Runs on the background
+/// tracker and follows the execution through the store.
+pub fn watch_sync_execution(
+    state: &AppState,
+    sync: &ferry_store::ModelSync,
+    execution_id: Uuid,
+    trigger: &str,
+) {
+    let state_for_task = state.clone();
+    let organization_id = sync.organization_id;
+    let sync_id = sync.id;
+    let base = json!({
+        "sync_id": sync.id,
+        "sync_name": sync.name,
+        "execution_id": execution_id,
+        "organization_id": sync.organization_id,
+        "target_connection_id": sync.target_connection_id,
+    });
+    let trigger = trigger.to_string();
+    state.background().spawn(async move {
+        let state = state_for_task;
+        if let Err(error) = publish(&state, organization_id, "sync.running", base.clone()).await {
+            tracing::warn!(error = %error.message, "could not publish sync.running");
+        }
+        let execution = loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            match state.store().execution(sync_id, execution_id).await {
+                Ok(execution) if ferry_store::syncs::is_terminal(&execution.status) => {
+                    break execution;
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "stopped following an execution for its events");
+                    return;
+                }
+            }
+        };
+        let mut payload = base;
+        let counts = &execution.counts;
+        let event_type = match execution.status.as_str() {
+            "completed" if counts.error > 0 => "sync.completed_with_errors",
+            "completed" => "sync.completed",
+            "canceled" => "sync.canceled",
+            _ => "sync.failed",
+        };
+        if let Some(object) = payload.as_object_mut() {
+            match event_type {
+                "sync.completed" | "sync.completed_with_errors" => {
+                    object.insert("status".into(), json!(execution.status));
+                    object.insert("trigger".into(), json!(trigger));
+                    object.insert("record_count".into(), json!(counts.total));
+                    object.insert("inserted_count".into(), json!(counts.insert));
+                    object.insert("updated_count".into(), json!(counts.update));
+                    object.insert("upserted_count".into(), json!(counts.upserts));
+                    object.insert("error_count".into(), json!(counts.error));
+                    object.insert("warning_count".into(), json!(counts.warnings));
+                    if event_type == "sync.completed_with_errors" {
+                        object.insert("error".into(), json!(execution.errors.join("; ")));
+                        object.insert("number_of_errors".into(), json!(counts.error));
+                        object.insert("number_of_warnings".into(), json!(counts.warnings));
+                    }
+                }
+                "sync.canceled" => {
+                    object.insert("status".into(), json!(execution.status));
+                }
+                _ => {
+                    object.insert("error".into(), json!(execution.errors.join("; ")));
+                }
+            }
+        }
+        if let Err(error) = publish(&state, organization_id, event_type, payload).await {
+            tracing::warn!(error = %error.message, event_type, "could not publish a sync event");
+        }
+    });
+}

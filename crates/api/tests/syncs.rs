@@ -364,6 +364,24 @@ async fn update_or_create(h: Harness) {
     );
     assert_eq!(first["type"], "manual");
     assert_eq!(h.write_calls().await - before, 3, "5 rows in batches of 2");
+    // The run raised its events (spec §6), with the execution's counts.
+    let mut completed = Value::Null;
+    for _ in 0..40 {
+        let events = h.ok("GET", "/api/events?type=sync.completed", None).await;
+        if let Some(event) = events.as_array().and_then(|e| e.first()) {
+            completed = event.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        completed["event"]["execution_id"], first["id"],
+        "{completed}"
+    );
+    assert_eq!(completed["event"]["inserted_count"], 5);
+    assert_eq!(completed["event"]["sync_id"], json!(sync));
+    let running = h.ok("GET", "/api/events?type=sync.running", None).await;
+    assert_eq!(running[0]["event"]["execution_id"], first["id"]);
     let stored = contacts(&h).await;
     assert_eq!(stored.len(), 5);
     assert_eq!(stored[4]["Email"], "o'brien@example.com");
