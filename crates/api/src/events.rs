@@ -430,20 +430,6 @@ async fn delete_webhook(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn signatures_are_hex_hmac_sha256() {
-        // RFC 4231 test case 2.
-        assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-}
-
 /// Publishes the events of one model-sync execution: `sync.running` now, then — once the
 /// execution reaches a terminal status — `sync.completed`, `sync.completed_with_errors`,
 /// `sync.failed` or `sync.canceled`, with the payloads of spec §6. Runs on the background
@@ -520,4 +506,18 @@ pub fn watch_sync_execution(
             tracing::warn!(error = %error.message, event_type, "could not publish a sync event");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_are_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
 }

@@ -969,7 +969,7 @@ pub(crate) async fn start_execution(
         cancel: CancellationToken::new(),
     });
     tracing::info!(sync_id = %sync.id, execution_id = %execution.id, execution_type, "execution started");
-    crate::events::watch_sync_execution(state, &sync, execution.id, execution_type);
+    crate::events::watch_sync_execution(state, sync, execution.id, execution_type);
     Ok(execution)
 }
 
