@@ -267,6 +267,8 @@ struct Run {
     ledger: Vec<LedgerEntry>,
     /// Rows that still failed with `UNABLE_TO_LOCK_ROW`.
     locked: Vec<Planned>,
+    /// Whether the "nothing to sort by" warning was already given this run.
+    sort_warned: bool,
 }
 
 impl Run {
@@ -280,6 +282,7 @@ impl Run {
             lines: Vec::new(),
             ledger: Vec::new(),
             locked: Vec::new(),
+            sort_warned: false,
         }
     }
 
@@ -637,6 +640,24 @@ impl Run {
     ) -> Result<Vec<Planned>, EngineError> {
         let sync = &context.sync;
         if let Some(field) = &sync.config.sort_batches_by {
+            let present = planned.iter().any(|row| {
+                row.payload
+                    .keys()
+                    .any(|name| name.eq_ignore_ascii_case(field))
+            });
+            if !present && !planned.is_empty() && !self.sort_warned {
+                // The published examples name `AccountId` even for Lead: accepted as
+                // written, and said plainly instead of silently doing nothing.
+                self.sort_warned = true;
+                self.warn(
+                    None,
+                    None,
+                    &format!(
+                        "sort_batches_by: '{field}' is not among the fields written to {}; batches keep the model's order",
+                        sync.object
+                    ),
+                );
+            }
             sort_by_field(&mut planned, field, |row| &row.payload);
         }
         // Creates first: mark them so an interrupted run re-resolves instead of re-creating.
