@@ -18,51 +18,39 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::{DynStore, MetadataStore, Result, StoreError};
 
-/// Forward-only migrations, embedded in the binary: `(version, description, sqlite, postgres)`.
-/// Never edit a migration that has shipped; add a new one.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
-    (
-        1,
-        "init",
-        include_str!("../migrations/sqlite/0001_init.sql"),
-        include_str!("../migrations/postgres/0001_init.sql"),
-    ),
+/// Forward-only migrations, embedded in the binary: `(version, description, SQL)`. The SQL is
+/// written once for both backends; PostgreSQL spells SQLite's `BLOB` as `BYTEA`. Never edit a
+/// migration that has shipped; add a new one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql")),
     (
         2,
         "oauth states",
-        include_str!("../migrations/sqlite/0002_oauth_states.sql"),
-        include_str!("../migrations/postgres/0002_oauth_states.sql"),
+        include_str!("../migrations/0002_oauth_states.sql"),
     ),
-    (
-        3,
-        "models",
-        include_str!("../migrations/sqlite/0003_models.sql"),
-        include_str!("../migrations/postgres/0003_models.sql"),
-    ),
-    (
-        4,
-        "syncs",
-        include_str!("../migrations/sqlite/0004_syncs.sql"),
-        include_str!("../migrations/postgres/0004_syncs.sql"),
-    ),
+    (3, "models", include_str!("../migrations/0003_models.sql")),
+    (4, "syncs", include_str!("../migrations/0004_syncs.sql")),
     (
         5,
         "events and webhooks",
-        include_str!("../migrations/sqlite/0005_events_webhooks.sql"),
-        include_str!("../migrations/postgres/0005_events_webhooks.sql"),
+        include_str!("../migrations/0005_events_webhooks.sql"),
     ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
-        .map(|(version, description, sqlite_sql, postgres_sql)| {
-            let sql = if postgres { postgres_sql } else { sqlite_sql };
+        .map(|(version, description, sql)| {
+            let sql = if postgres {
+                Cow::Owned(sql.replace("BLOB", "BYTEA"))
+            } else {
+                Cow::Borrowed(*sql)
+            };
             Migration::new(
                 *version,
                 Cow::Borrowed(*description),
                 MigrationType::Simple,
-                Cow::Borrowed(*sql),
+                sql,
                 false,
             )
         })

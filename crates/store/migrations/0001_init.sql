@@ -1,4 +1,4 @@
--- Ferry metadata store, initial schema (SQLite). Timestamps are epoch milliseconds (UTC).
+-- Ferry metadata store, initial schema (SQLite; PostgreSQL gets BYTEA for BLOB). Timestamps are epoch milliseconds (UTC).
 CREATE TABLE organizations (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
