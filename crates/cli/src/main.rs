@@ -5,11 +5,13 @@
 //! - `ferry migrate`: applies the metadata store's migrations.
 //! - `ferry keys create --org NAME`: prints a new API key for an organization.
 //! - `ferry emulator`: the Salesforce-compatible emulator.
+//! - `ferry demo`: the emulator and Ferry together, with a sample sync.
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod demo;
 mod emulator;
 mod serve;
 mod settings;
@@ -64,6 +66,8 @@ enum Command {
     },
     /// Run the Salesforce-compatible emulator.
     Emulator(emulator::EmulatorArgs),
+    /// Start the emulator and Ferry, sync sample people into Salesforce, keep serving.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,5 +126,6 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Emulator(args) => emulator::run(args).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }

@@ -15,82 +15,120 @@ use crate::{StoreArgs, settings};
 pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "FERRY_LISTEN", default_value = "127.0.0.1:5100")]
-    listen: SocketAddr,
+    pub listen: SocketAddr,
     /// URL under which browsers reach this server (OAuth callbacks are built from it);
     /// defaults to http://<listen address>.
     #[arg(long, env = "FERRY_PUBLIC_URL")]
-    public_url: Option<String>,
+    pub public_url: Option<String>,
     #[command(flatten)]
-    store: StoreArgs,
+    pub store: StoreArgs,
 }
 
 /// Runs the API server until SIGINT or SIGTERM.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let url = settings::database_url(&args.store)?;
-    let cipher = settings::cipher(&args.store, &url)?;
-    let store = ferry_store::open(&url).await.with_context(|| {
-        format!(
-            "opening the metadata store at {}",
-            settings::redact_url(&url)
-        )
-    })?;
-    bootstrap(&store).await?;
-
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let address = listener.local_addr()?;
-    let settings = ApiSettings {
-        public_base_url: args
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{address}")),
-        ..ApiSettings::default()
-    };
-    let registry = ferry_connectors::registry_with(settings::registry_settings()?);
-    let state = AppState::new(store.clone(), registry, cipher, settings);
-    let app = ferry_api::router(state.clone());
-
     let signal = ShutdownSignal::install()?;
-    let shutdown = CancellationToken::new();
-    let purge = tokio::spawn(purge_expired_records(store.clone(), shutdown.clone()));
-    let scheduler = tokio::spawn(ferry_api::syncs::scheduler::run(
-        state.clone(),
-        shutdown.clone(),
-        ferry_api::syncs::scheduler::DEFAULT_INTERVAL,
-    ));
+    let server = Server::start(&args).await?;
     println!(
-        "Ferry is listening on http://{address} (store: {})",
-        store.backend_name()
+        "Ferry is listening on http://{} (store: {})",
+        server.address,
+        server.state.store().backend_name()
     );
-    tracing::info!(%address, store = store.backend_name(), "ferry serve started");
+    signal.wait().await;
+    tracing::info!("shutting down");
+    server.stop().await
+}
 
-    let signal_token = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            signal.wait().await;
-            tracing::info!("shutting down");
-            signal_token.cancel();
+/// A running API server with its background loops (scheduler, retention purge).
+pub struct Server {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// The API state (store, registry, runner).
+    pub state: AppState,
+    shutdown: CancellationToken,
+    serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    purge: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store (bootstrapping an empty one), binds and starts serving.
+    pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
+        let url = settings::database_url(&args.store)?;
+        let cipher = settings::cipher(&args.store, &url)?;
+        let store = ferry_store::open(&url).await.with_context(|| {
+            format!(
+                "opening the metadata store at {}",
+                settings::redact_url(&url)
+            )
+        })?;
+        bootstrap(&store).await?;
+
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let address = listener.local_addr()?;
+        let api_settings = ApiSettings {
+            public_base_url: args
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{address}")),
+            ..ApiSettings::default()
+        };
+        let registry = ferry_connectors::registry_with(settings::registry_settings()?);
+        let state = AppState::new(store.clone(), registry, cipher, api_settings);
+        let app = ferry_api::router(state.clone());
+
+        let shutdown = CancellationToken::new();
+        let purge = tokio::spawn(purge_expired_records(store.clone(), shutdown.clone()));
+        let scheduler = tokio::spawn(ferry_api::syncs::scheduler::run(
+            state.clone(),
+            shutdown.clone(),
+            ferry_api::syncs::scheduler::DEFAULT_INTERVAL,
+        ));
+        let serve_token = shutdown.clone();
+        let serve = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { serve_token.cancelled().await })
+                .await
+        });
+        tracing::info!(%address, store = store.backend_name(), "ferry serve started");
+        Ok(Server {
+            address,
+            state,
+            shutdown,
+            serve,
+            purge,
+            scheduler,
         })
-        .await?;
-    shutdown.cancel();
-    if let Err(error) = scheduler.await {
-        tracing::warn!(%error, "sync scheduler ended abnormally");
     }
-    // Running sync executions stop at a batch boundary; their state is committed.
-    state.sync_runner().shutdown(Duration::from_secs(30)).await;
-    // Let in-flight background work (webhook deliveries) finish, within reason.
-    state.background().close();
-    if tokio::time::timeout(Duration::from_secs(10), state.background().wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("background work still running at shutdown; abandoning it");
+
+    /// Stops accepting requests, lets running executions reach a batch boundary and
+    /// background work finish, then returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        let served = self.serve.await;
+        if let Err(error) = self.scheduler.await {
+            tracing::warn!(%error, "sync scheduler ended abnormally");
+        }
+        // Running sync executions stop at a batch boundary; their state is committed.
+        self.state
+            .sync_runner()
+            .shutdown(Duration::from_secs(30))
+            .await;
+        // Let in-flight background work (webhook deliveries) finish, within reason.
+        self.state.background().close();
+        if tokio::time::timeout(Duration::from_secs(10), self.state.background().wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background work still running at shutdown; abandoning it");
+        }
+        if let Err(error) = self.purge.await {
+            tracing::warn!(%error, "retention purge task ended abnormally");
+        }
+        served.context("the HTTP server task")??;
+        Ok(())
     }
-    if let Err(error) = purge.await {
-        tracing::warn!(%error, "idempotency purge task ended abnormally");
-    }
-    Ok(())
 }
 
 /// On an empty store, creates organization `default` and its first API key, printed once.
