@@ -252,6 +252,30 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if let Some(errors) = execution["errors"].as_array().filter(|e| !e.is_empty()) {
         println!("  errors: {}", Value::Array(errors.clone()));
     }
+    // Per-record errors (a Lead needs a Company; one sample person has none).
+    let logs = api
+        .get(&format!(
+            "/api/syncs/{sync_id}/executions/{execution_id}/errors"
+        ))
+        .await?;
+    for url in logs["urls"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        let lines = api
+            .http
+            .get(url)
+            .bearer_auth(&api.key)
+            .send()
+            .await?
+            .text()
+            .await?;
+        for line in lines.lines() {
+            println!("  record error: {line}");
+        }
+    }
     println!();
     println!("Try:");
     println!("  curl -H 'Authorization: Bearer {key}' {base}/api/syncs/{sync_id}/executions");

@@ -80,6 +80,18 @@ const INDEX: &[(&str, &str)] = &[
         "POST /__emulator/snapshot",
         "write the --data-dir snapshot now",
     ),
+    (
+        "GET|PUT|DELETE /__emulator/bulk",
+        "Bulk knobs: {\"lockContention\":true,\"parallelism\":4,\"retryBudget\":0,\"gatherMs\":100,\"startDelayMs\":5,\"batchSize\":10000,\"queryTimeoutRows\":null,\"defaultPageSize\":1000000,\"defaultPageBytes\":268435456}",
+    ),
+    (
+        "GET /__emulator/bulk/jobs",
+        "every Bulk job (API, type, state)",
+    ),
+    (
+        "POST /__emulator/bulk/jobs/{id}/stall|resume|fail",
+        "hold a Bulk job, let it go, or fail it now ({\"message\":\"...\"})",
+    ),
 ];
 
 /// Handles one admin request.

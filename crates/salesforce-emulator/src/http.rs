@@ -185,6 +185,9 @@ async fn entry(State(st): State<Arc<AppState>>, req: Request) -> Response {
     };
     let path = normalize(parts.uri.path());
     let query = parts.uri.query().unwrap_or("").to_string();
+    if let Some(reply) = crate::bulk::admin_route(&st, peer, &parts.method, &path, &body) {
+        return reply.into_response();
+    }
     if path == "/__emulator" || path.starts_with("/__emulator/") {
         return crate::admin::handle(&st, peer, &parts.method, &path, &query, &body)
             .into_response();
@@ -210,6 +213,12 @@ async fn entry(State(st): State<Arc<AppState>>, req: Request) -> Response {
                 "An unexpected error occurred (injected fault)",
             )
         };
+        return reply.into_response();
+    }
+    // Bulk API 2.0/1.0 and Tooling (after the injected faults, so those apply to them too)
+    if let Some(reply) =
+        crate::bulk::route(&st, &parts.method, &path, &query, &parts.headers, &body)
+    {
         return reply.into_response();
     }
     let reply = dispatch(&st, &parts.method, &path, &query, &parts.headers, &body);
@@ -454,7 +463,7 @@ fn limits(st: &AppState) -> Json {
         "DailyApiRequests": {"Max": max, "Remaining": max.saturating_sub(used)},
         "DailyAsyncApexExecutions": {"Max": 250_000, "Remaining": 250_000},
         "DailyBulkApiBatches": {"Max": 15_000, "Remaining": 15_000u64.saturating_sub(bulk_batches)},
-        "DailyBulkV2QueryFileStorageMB": {"Max": 1_048_576, "Remaining": 1_048_576},
+        "DailyBulkV2QueryFileStorageMB": {"Max": 1_048_576, "Remaining": crate::bulk::query_storage_remaining_mb(st)},
         "DailyBulkV2QueryJobs": {"Max": 10_000, "Remaining": 10_000u64.saturating_sub(bulk_jobs)},
         "DataStorageMB": {"Max": 1024, "Remaining": 1024u64.saturating_sub(data_mb)},
         "FileStorageMB": {"Max": 1024, "Remaining": 1024},

@@ -19,15 +19,24 @@
 //! - [`auth`]: OAuth 2.0 and identity.
 //! - [`http`]: routing, REST resources, limits and faults.
 //! - [`admin`]: the `/__emulator/` control API.
+//! - [`bulk`], [`bulk2`], [`bulk1`], [`locks`]: Bulk API 2.0 and 1.0 (jobs processed on
+//!   background tasks) and the deterministic lock-contention model.
+//! - [`tooling`]: the Tooling API (demo metadata rows, EntityDefinition/FieldDefinition views).
+//! - [`bulk_bench`]: the Bulk throughput benchmark (`cargo bench --bench bulk`).
 //! - [`seed`], [`persist`], [`tls`]: demo data, `--data-dir` snapshots, self-signed TLS.
 #![recursion_limit = "256"]
 
 pub mod admin;
 pub mod auth;
+pub mod bulk;
+pub mod bulk1;
+pub mod bulk2;
+pub mod bulk_bench;
 pub mod describe;
 pub mod formula;
 pub mod http;
 pub mod ids;
+pub mod locks;
 pub mod persist;
 pub mod query;
 pub mod row;
@@ -36,6 +45,7 @@ pub mod seed;
 pub mod state;
 pub mod store;
 pub mod tls;
+pub mod tooling;
 pub mod value;
 
 use std::net::SocketAddr;
