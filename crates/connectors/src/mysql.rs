@@ -30,10 +30,7 @@ use crate::source::{
     Selection, SourceError, SourceField,
 };
 use crate::sql;
-use crate::{
-    Capabilities, CheckError, ConnectionHealth, ConnectionStatus, ConnectionTypeInfo, Connector,
-    FieldError,
-};
+use crate::{CheckError, FieldError};
 
 /// The type id.
 pub const TYPE_ID: &str = "mysql";
@@ -252,48 +249,7 @@ impl MysqlConfig {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MysqlConnector;
 
-impl Connector for MysqlConnector {
-    fn info(&self) -> ConnectionTypeInfo {
-        ConnectionTypeInfo {
-            id: TYPE_ID,
-            name: "MySQL",
-            use_oauth: false,
-            capabilities: Capabilities {
-                source: true,
-                destination: true,
-                enrichment: false,
-                orchestration: false,
-            },
-            operations: sql::OPERATIONS,
-        }
-    }
-
-    crate::schema::config_spec_methods!(spec);
-
-    fn validate(&self, config: &Value) -> Result<Value, FieldError> {
-        MysqlConfig::from_value(config).map(|parsed| parsed.to_value())
-    }
-
-    fn model_source(&self) -> Option<&dyn ModelSource> {
-        Some(self)
-    }
-
-    fn check<'a>(
-        &'a self,
-        config: &'a Value,
-    ) -> BoxFuture<'a, Result<ConnectionHealth, CheckError>> {
-        Box::pin(async move {
-            let parsed = MysqlConfig::from_value(config)
-                .map_err(|error| CheckError::new(format!("invalid configuration: {error}")))?;
-            parsed.check().await?;
-            Ok(ConnectionHealth {
-                status: ConnectionStatus::Healthy,
-                message: None,
-                learned: Default::default(),
-            })
-        })
-    }
-}
+crate::sql::sql_database_connector!(MysqlConnector, MysqlConfig, "MySQL");
 
 // ---------------------------------------------------------------------------------------
 // Model source
@@ -611,6 +567,7 @@ impl ModelSource for MysqlConnector {
 mod tests {
     use super::*;
     use crate::schema::sdk_violations;
+    use crate::Connector;
     use serde_json::json;
 
     fn base() -> Value {

@@ -32,10 +32,7 @@ use crate::source::{
     Selection, SourceError, SourceField,
 };
 use crate::sql::{self, Pem};
-use crate::{
-    Capabilities, CheckError, ConnectionHealth, ConnectionStatus, ConnectionTypeInfo, Connector,
-    FieldError,
-};
+use crate::{CheckError, FieldError};
 
 /// The type id.
 pub const TYPE_ID: &str = "postgresql";
@@ -358,48 +355,7 @@ impl PostgresqlConfig {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PostgresqlConnector;
 
-impl Connector for PostgresqlConnector {
-    fn info(&self) -> ConnectionTypeInfo {
-        ConnectionTypeInfo {
-            id: TYPE_ID,
-            name: "PostgreSQL",
-            use_oauth: false,
-            capabilities: Capabilities {
-                source: true,
-                destination: true,
-                enrichment: false,
-                orchestration: false,
-            },
-            operations: sql::OPERATIONS,
-        }
-    }
-
-    crate::schema::config_spec_methods!(spec);
-
-    fn validate(&self, config: &Value) -> Result<Value, FieldError> {
-        PostgresqlConfig::from_value(config).map(|parsed| parsed.to_value())
-    }
-
-    fn model_source(&self) -> Option<&dyn ModelSource> {
-        Some(self)
-    }
-
-    fn check<'a>(
-        &'a self,
-        config: &'a Value,
-    ) -> BoxFuture<'a, Result<ConnectionHealth, CheckError>> {
-        Box::pin(async move {
-            let parsed = PostgresqlConfig::from_value(config)
-                .map_err(|error| CheckError::new(format!("invalid configuration: {error}")))?;
-            parsed.check().await?;
-            Ok(ConnectionHealth {
-                status: ConnectionStatus::Healthy,
-                message: None,
-                learned: Default::default(),
-            })
-        })
-    }
-}
+crate::sql::sql_database_connector!(PostgresqlConnector, PostgresqlConfig, "PostgreSQL");
 
 // ---------------------------------------------------------------------------------------
 // Model source
@@ -749,6 +705,7 @@ impl ModelSource for PostgresqlConnector {
 mod tests {
     use super::*;
     use crate::schema::sdk_violations;
+    use crate::Connector;
     use serde_json::json;
 
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";

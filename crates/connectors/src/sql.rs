@@ -236,6 +236,63 @@ pub(crate) fn scrub(mut message: String, secrets: &[&str]) -> String {
     message
 }
 
+/// The `Connector` impl shared by the SQL database types: they differ only in their name and
+/// configuration type (`from_value`, `to_value`, async `check`), and all are model sources.
+macro_rules! sql_database_connector {
+    ($connector:ty, $config:ty, $name:literal) => {
+        impl $crate::Connector for $connector {
+            fn info(&self) -> $crate::ConnectionTypeInfo {
+                $crate::ConnectionTypeInfo {
+                    id: TYPE_ID,
+                    name: $name,
+                    use_oauth: false,
+                    capabilities: $crate::Capabilities {
+                        source: true,
+                        destination: true,
+                        enrichment: false,
+                        orchestration: false,
+                    },
+                    operations: $crate::sql::OPERATIONS,
+                }
+            }
+
+            $crate::schema::config_spec_methods!(spec);
+
+            fn validate(
+                &self,
+                config: &serde_json::Value,
+            ) -> Result<serde_json::Value, $crate::FieldError> {
+                <$config>::from_value(config).map(|parsed| parsed.to_value())
+            }
+
+            fn model_source(&self) -> Option<&dyn $crate::source::ModelSource> {
+                Some(self)
+            }
+
+            fn check<'a>(
+                &'a self,
+                config: &'a serde_json::Value,
+            ) -> futures_util::future::BoxFuture<
+                'a,
+                Result<$crate::ConnectionHealth, $crate::CheckError>,
+            > {
+                Box::pin(async move {
+                    let parsed = <$config>::from_value(config).map_err(|error| {
+                        $crate::CheckError::new(format!("invalid configuration: {error}"))
+                    })?;
+                    parsed.check().await?;
+                    Ok($crate::ConnectionHealth {
+                        status: $crate::ConnectionStatus::Healthy,
+                        message: None,
+                        learned: Default::default(),
+                    })
+                })
+            }
+        }
+    };
+}
+pub(crate) use sql_database_connector;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,10 +25,7 @@ use crate::source::{
     SourceError, SourceField,
 };
 use crate::sql;
-use crate::{
-    Capabilities, CheckError, ConnectionHealth, ConnectionStatus, ConnectionTypeInfo, Connector,
-    FieldError,
-};
+use crate::{CheckError, FieldError};
 
 /// The type id.
 pub const TYPE_ID: &str = "sqlite";
@@ -156,48 +153,7 @@ impl SqliteConfig {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SqliteConnector;
 
-impl Connector for SqliteConnector {
-    fn info(&self) -> ConnectionTypeInfo {
-        ConnectionTypeInfo {
-            id: TYPE_ID,
-            name: "SQLite",
-            use_oauth: false,
-            capabilities: Capabilities {
-                source: true,
-                destination: true,
-                enrichment: false,
-                orchestration: false,
-            },
-            operations: sql::OPERATIONS,
-        }
-    }
-
-    crate::schema::config_spec_methods!(spec);
-
-    fn validate(&self, config: &Value) -> Result<Value, FieldError> {
-        SqliteConfig::from_value(config).map(|parsed| parsed.to_value())
-    }
-
-    fn model_source(&self) -> Option<&dyn ModelSource> {
-        Some(self)
-    }
-
-    fn check<'a>(
-        &'a self,
-        config: &'a Value,
-    ) -> BoxFuture<'a, Result<ConnectionHealth, CheckError>> {
-        Box::pin(async move {
-            let parsed = SqliteConfig::from_value(config)
-                .map_err(|error| CheckError::new(format!("invalid configuration: {error}")))?;
-            parsed.check().await?;
-            Ok(ConnectionHealth {
-                status: ConnectionStatus::Healthy,
-                message: None,
-                learned: Default::default(),
-            })
-        })
-    }
-}
+crate::sql::sql_database_connector!(SqliteConnector, SqliteConfig, "SQLite");
 
 // ---------------------------------------------------------------------------------------
 // Model source
@@ -494,6 +450,7 @@ impl ModelSource for SqliteConnector {
 mod tests {
     use super::*;
     use crate::schema::sdk_violations;
+    use crate::{ConnectionHealth, ConnectionStatus, Connector};
     use serde_json::json;
 
     fn error(config: Value) -> FieldError {
