@@ -16,10 +16,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use ferry_connectors::salesforce::{SalesforceConfig, SalesforceConnector, describe_error};
+use ferry_salesforce::SalesforceClient;
 use ferry_salesforce::auth::{
     AuthorizeRequest, DEFAULT_SCOPE, authorize_url, exchange_code, login_base_url,
 };
-use ferry_salesforce::{ClientConfig, Credentials, SalesforceClient};
 use ferry_store::OAuthState;
 use serde::Deserialize;
 use serde_json::json;
@@ -322,7 +322,7 @@ async fn complete(state: &AppState, pending: &OAuthState, code: &str) -> Result<
         .and_then(|c| c.as_salesforce().cloned())
         .ok_or_else(|| "the connection is not a Salesforce connection".to_string())?;
     let stored = connections::stored_configuration(state, &connection).map_err(|e| e.message)?;
-    let config = SalesforceConfig::from_stored(&serde_json::Value::Object(stored))
+    let config = SalesforceConfig::from_stored(&serde_json::Value::Object(stored.clone()))
         .map_err(|error| format!("stored configuration is invalid: {error}"))?;
     let app = connector
         .app_for(&config)
@@ -337,12 +337,13 @@ async fn complete(state: &AppState, pending: &OAuthState, code: &str) -> Result<
         .refresh_token
         .clone()
         .ok_or_else(|| "Salesforce returned no refresh token: the connected app must allow the refresh_token scope".to_string())?;
-    let mut client_config =
-        ClientConfig::new(login, app, Credentials::RefreshToken(refresh_token.clone()));
-    client_config.instance_url_override = config.instance_url_override.clone();
-    client_config.root_certificates_pem = connector.settings().root_certificates_pem.clone();
-    client_config.budget =
-        crate::budget::ConnectionBudget::new(state.store().clone(), connection.id, None);
+    // The connection's own client configuration, now that it has a refresh token.
+    let mut authorized = config.clone();
+    authorized.oauth_refresh_token = Some(refresh_token.clone());
+    let budget = connections::budget_for(state, connection.id, &stored);
+    let client_config = connector
+        .client_config(&authorized, budget)
+        .map_err(|reason| reason.to_string())?;
     let client = SalesforceClient::connect_with_token(client_config, token)
         .await
         .map_err(|error| describe_error(&config, &error))?;
