@@ -79,22 +79,17 @@ pub async fn run(args: EmulatorArgs) -> anyhow::Result<()> {
             .map(Duration::from_secs)
             .unwrap_or(defaults.access_token_ttl),
     };
-    let banner = (
-        config.client_id.clone(),
-        config.client_secret.clone(),
-        config.username.clone(),
-        config.password.clone(),
-    );
     let signal = crate::serve::ShutdownSignal::install()?;
     let running = ferry_salesforce_emulator::start(config)
         .await
         .context("starting the Salesforce emulator")?;
+    let credentials = running.credentials();
     println!("Salesforce emulator listening on {}", running.base_url());
-    println!("  instance URL / login URL: {}", running.base_url());
-    println!("  client id:     {}", banner.0);
-    println!("  client secret: {}", banner.1);
-    println!("  username:      {}", banner.2);
-    println!("  password:      {}", banner.3);
+    println!("  instance URL / login URL: {}", credentials.instance_url);
+    println!("  client id:     {}", credentials.client_id);
+    println!("  client secret: {}", credentials.client_secret);
+    println!("  username:      {}", credentials.username);
+    println!("  password:      {}", credentials.password);
     if let Some(ca) = running.ca_pem_path() {
         println!("  CA certificate: {}", ca.display());
     }
