@@ -30,7 +30,8 @@ use crate::AppState;
 use crate::budget::ConnectionBudget;
 use crate::connection_types::type_summary;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, no_policies};
+use crate::health;
 use crate::middleware::Caller;
 use crate::routes::{ApiRoutes, Operation};
 use crate::salesforce_oauth::{self, PendingAuthorization};
@@ -559,6 +560,8 @@ async fn create(
     require_name(&request.name)?;
     let connector = connector_for(&state, &request.type_id)?;
     let configuration = require_object(&request.configuration)?.clone();
+    let healthcheck_interval = health::normalize_interval(request.healthcheck_interval)?;
+    let policies = no_policies(request.policies)?;
     let validate = request.validate.unwrap_or(true);
     let (normalized, health) =
         validate_and_check(connector.as_ref(), &configuration, validate, None).await?;
@@ -575,8 +578,8 @@ async fn create(
                 secrets,
                 status,
                 status_error,
-                healthcheck_interval: request.healthcheck_interval,
-                policies: request.policies.unwrap_or_default(),
+                healthcheck_interval,
+                policies,
                 actor: Some(caller.api_key_id.to_string()),
             },
         )
@@ -616,6 +619,8 @@ async fn update(
     let connector = connector_for(&state, &existing.type_id)?;
     let stored = stored_configuration(&state, &existing)?;
     let mut configuration = require_object(&request.configuration)?.clone();
+    let healthcheck_interval = health::normalize_interval(request.healthcheck_interval)?;
+    let policies = no_policies(request.policies)?;
     unmask(&mut configuration, &stored, &connector.sensitive_keys());
     let reconnect = request.reconnect.unwrap_or(false);
     keep_authorization(connector.as_ref(), &mut configuration, &stored, reconnect);
@@ -645,8 +650,8 @@ async fn update(
                 secrets,
                 status,
                 status_error,
-                healthcheck_interval: request.healthcheck_interval,
-                policies: request.policies.unwrap_or_default(),
+                healthcheck_interval,
+                policies,
                 actor: Some(caller.api_key_id.to_string()),
             },
         )

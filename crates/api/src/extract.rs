@@ -133,6 +133,21 @@ where
     }
 }
 
+/// A request's `policies`: Ferry has no permission system (every API key of an organization
+/// may do everything), so a policy id would be a setting that does nothing. An empty list
+/// or no field is accepted; anything else is refused naming the field.
+pub fn no_policies(policies: Option<Vec<String>>) -> Result<Vec<String>, ApiError> {
+    match policies {
+        Some(policies) if !policies.is_empty() => Err(ApiError::unprocessable(format!(
+            "policies: permission policies are not available on this server (every API key of \
+             the organization has full access); omit the field or send [] (got {} id(s))",
+            policies.len()
+        ))
+        .with_metadata("field", "policies")),
+        _ => Ok(Vec::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@ pub mod connections;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod health;
 pub mod identity;
 pub mod meta;
 pub mod middleware;

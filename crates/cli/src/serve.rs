@@ -80,6 +80,10 @@ impl Server {
 
         let shutdown = CancellationToken::new();
         let purge = tokio::spawn(purge_expired_records(store.clone(), shutdown.clone()));
+        state.background().spawn(ferry_api::health::run_health_checks(
+            state.clone(),
+            shutdown.clone(),
+        ));
         let scheduler = tokio::spawn(ferry_api::syncs::scheduler::run(
             state.clone(),
             shutdown.clone(),

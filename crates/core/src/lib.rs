@@ -6,11 +6,13 @@
 //! - [`FieldError`]: a validation failure that names the offending field and says what is
 //!   accepted.
 //! - [`time`] — RFC 3339 formatting used on every API boundary.
+//! - [`duration`] — Go-style duration strings (`healthcheck_interval`).
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub mod duration;
 pub mod schedule;
 
 /// The class of an error, independent of where it happened.

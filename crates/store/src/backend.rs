@@ -35,6 +35,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events and webhooks",
         include_str!("../migrations/0005_events_webhooks.sql"),
     ),
+    (
+        8,
+        "connection health checks",
+        include_str!("../migrations/0008_connection_health.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {

@@ -77,6 +77,15 @@ pub struct ConnectionDependent {
     pub name: String,
 }
 
+/// A connection and when its periodic health check last ran.
+#[derive(Debug, Clone)]
+pub struct HealthCheckCandidate {
+    /// The connection.
+    pub connection: Connection,
+    /// The last periodic check (`None`: never; the create/update check counts).
+    pub last_checked_at: Option<DateTime<Utc>>,
+}
+
 /// Connection persistence. Every call is scoped to an organization: an id from another
 /// organization behaves exactly like an unknown id.
 #[async_trait]
@@ -117,6 +126,26 @@ pub trait ConnectionStore {
     ) -> Result<()>;
     /// API calls recorded since `since`.
     async fn api_calls_since(&self, connection_id: Uuid, since: DateTime<Utc>) -> Result<i64>;
+    /// Every connection of every organization with the time its periodic health check last
+    /// ran (for the health-check loop; connection counts are small).
+    async fn health_check_candidates(&self) -> Result<Vec<HealthCheckCandidate>>;
+    /// Claims the periodic check of a connection: succeeds only for the one caller that
+    /// still sees `last_checked_at` (so processes sharing a store never check twice).
+    async fn claim_health_check(
+        &self,
+        id: Uuid,
+        last_checked_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
+    /// Records a periodic check's outcome unless the connection changed since
+    /// `updated_at` (a newer configuration has its own check). Returns whether it was stored.
+    async fn record_connection_health(
+        &self,
+        id: Uuid,
+        updated_at: DateTime<Utc>,
+        status: &str,
+        status_error: Option<&str>,
+    ) -> Result<bool>;
 }
 
 const COLUMNS: &str = "id, organization_id, name, type, configuration, secrets, status, \
@@ -359,6 +388,62 @@ macro_rules! impl_connections {
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(total.unwrap_or(0))
+            }
+
+            async fn health_check_candidates(&self) -> Result<Vec<HealthCheckCandidate>> {
+                let rows = sqlx::query(&format!(
+                    "SELECT {COLUMNS}, last_health_check_at FROM connections \
+                     ORDER BY created_at, id"
+                ))
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter()
+                    .map(|row| {
+                        let last: Option<i64> = row.try_get("last_health_check_at")?;
+                        Ok(HealthCheckCandidate {
+                            connection: row.to_connection()?,
+                            last_checked_at: last.map(from_millis),
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn claim_health_check(
+                &self,
+                id: Uuid,
+                last_checked_at: Option<DateTime<Utc>>,
+                now: DateTime<Utc>,
+            ) -> Result<bool> {
+                let result = sqlx::query(
+                    "UPDATE connections SET last_health_check_at = $3 \
+                     WHERE id = $1 AND COALESCE(last_health_check_at, -1) = $2",
+                )
+                .bind(id.to_string())
+                .bind(last_checked_at.map_or(-1, |at| at.timestamp_millis()))
+                .bind(now.timestamp_millis())
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
+            }
+
+            async fn record_connection_health(
+                &self,
+                id: Uuid,
+                updated_at: DateTime<Utc>,
+                status: &str,
+                status_error: Option<&str>,
+            ) -> Result<bool> {
+                let result = sqlx::query(
+                    "UPDATE connections SET status = $3, status_error = $4 \
+                     WHERE id = $1 AND updated_at = $2",
+                )
+                .bind(id.to_string())
+                .bind(updated_at.timestamp_millis())
+                .bind(status)
+                .bind(status_error)
+                .execute(&self.pool)
+                .await?;
+                Ok(result.rows_affected() == 1)
             }
         }
     };

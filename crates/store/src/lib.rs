@@ -42,7 +42,9 @@ pub mod testing;
 pub use api_keys::{ApiKey, ApiKeyStore, NewApiKey};
 pub use api_usage::{ApiUsageStore, Reservation};
 pub use backend::{PostgresStore, SqliteStore, open};
-pub use connections::{Connection, ConnectionDependent, ConnectionStore, ConnectionWrite};
+pub use connections::{
+    Connection, ConnectionDependent, ConnectionStore, ConnectionWrite, HealthCheckCandidate,
+};
 pub use events::{Event, EventFilter, EventStore, Webhook};
 pub use idempotency::{IdempotencyBegin, IdempotencyStore, StoredResponse};
 pub use ledger::{LedgerEntry, LedgerStore};
