@@ -236,7 +236,7 @@ fn unmask(incoming: &mut Map<String, Value>, stored: &Map<String, Value>, sensit
 }
 
 /// Splits a full configuration into (public part, encrypted secrets).
-fn seal(
+pub(crate) fn seal(
     state: &AppState,
     connector: &dyn Connector,
     mut configuration: Map<String, Value>,

@@ -21,6 +21,7 @@ const PUBLIC_URL: &str = "http://ferry.test";
 
 struct Harness {
     app: Router,
+    state: AppState,
     key: String,
     emulator: RunningEmulator,
     http: reqwest::Client,
@@ -54,7 +55,8 @@ async fn harness() -> Harness {
     };
     let state = AppState::new(store, registry, Cipher::from_key(&[3u8; 32]), settings);
     Harness {
-        app: ferry_api::router(state),
+        app: ferry_api::router(state.clone()),
+        state,
         key,
         emulator,
         http: reqwest::Client::builder()
@@ -826,4 +828,107 @@ async fn expired_sessions_are_refreshed_transparently() {
         .as_i64()
         .unwrap_or(0);
     assert_eq!(tokens_after, tokens_before + 1, "exactly one refresh");
+}
+
+#[tokio::test]
+async fn rotated_refresh_tokens_are_stored_for_the_next_process() {
+    let h = harness().await;
+    let refresh = h.refresh_token().await;
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "api", "type": "salesforce", "configuration": {
+                "domain": h.emulator.base_url(), "connect_mode": "api", "client_id": "ferry-emulator",
+                "client_secret": "ferry-emulator-secret", "oauth_refresh_token": refresh}})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let id: uuid::Uuid = body["data"]["id"].as_str().unwrap().parse().unwrap();
+    let org: uuid::Uuid = body["data"]["organization_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let before = h.state.store().connection(org, id).await.unwrap();
+
+    // The connected app now rotates refresh tokens: the next refresh retires `refresh`.
+    let rotation = h
+        .http
+        .put(format!("{}/__emulator/faults", h.emulator.base_url()))
+        .json(&json!({"rotateRefreshTokens": true}))
+        .send()
+        .await
+        .unwrap();
+    assert!(rotation.status().is_success());
+    let proxy = format!("/api/connections/{id}/proxy");
+    let call = json!({"request": {"method": "GET", "path": "/services/data/v59.0/limits"}});
+    let (_, body) = h.call("POST", &proxy, Some(call.clone())).await;
+    assert_eq!(body["data"]["status"], 200, "{body}");
+
+    // The rotated token reaches the store (written in the background), the configuration's
+    // version does not move, and the old token is gone.
+    let stored_token = |connection: &ferry_store::Connection| {
+        let plaintext = h
+            .state
+            .cipher()
+            .decrypt(connection.secrets.as_ref().unwrap())
+            .unwrap();
+        let secrets: Value = serde_json::from_slice(&plaintext).unwrap();
+        secrets["oauth_refresh_token"].as_str().unwrap().to_string()
+    };
+    let mut after = before.clone();
+    for _ in 0..100 {
+        after = h.state.store().connection(org, id).await.unwrap();
+        if stored_token(&after) != refresh {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_ne!(
+        stored_token(&after),
+        refresh,
+        "the rotated token was stored"
+    );
+    assert_eq!(after.updated_at, before.updated_at);
+    assert_eq!(stored_token(&after).len(), refresh.len());
+
+    // A fresh process (no cached client) authenticates with the stored token; the retired
+    // one would be refused.
+    let restarted = AppState::new(
+        h.state.store().clone(),
+        h.state.registry().clone(),
+        h.state.cipher().clone(),
+        h.state.settings().clone(),
+    );
+    let request = Request::builder()
+        .method("POST")
+        .uri(&proxy)
+        .header("authorization", format!("Bearer {}", h.key))
+        .header("content-type", "application/json")
+        .body(Body::from(call.to_string()))
+        .unwrap();
+    let response = ferry_api::router(restarted).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["data"]["status"], 200, "{body}");
+    let retired = h
+        .http
+        .post(format!("{}/services/oauth2/token", h.emulator.base_url()))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh.as_str()),
+            ("client_id", "ferry-emulator"),
+            ("client_secret", "ferry-emulator-secret"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        retired.status(),
+        400,
+        "the emulator retired the first token"
+    );
 }

@@ -495,9 +495,14 @@ fn token(st: &AppState, p: &[(String, String)], headers: &HeaderMap) -> Reply {
                     "expired access/refresh token",
                 );
             };
-            let scope = st.tokens().refresh.get(rt).cloned();
+            let rotate = st.faults().rotate_refresh_tokens;
+            let scope = if rotate {
+                st.tokens().refresh.remove(rt)
+            } else {
+                st.tokens().refresh.get(rt).cloned()
+            };
             match scope {
-                Some(scope) => Reply::json(StatusCode::OK, issue(st, &scope, false)),
+                Some(scope) => Reply::json(StatusCode::OK, issue(st, &scope, rotate)),
                 None => oauth_error(
                     StatusCode::BAD_REQUEST,
                     "invalid_grant",

@@ -75,6 +75,9 @@ pub struct Faults {
     pub lock_rate: f64,
     /// Lifetime of access tokens issued from now on, overriding the configured one.
     pub session_ttl_seconds: Option<u64>,
+    /// The connected app's "refresh token rotation" policy: every refresh_token grant
+    /// answers a new refresh token and the one presented stops working.
+    pub rotate_refresh_tokens: bool,
 }
 
 /// An issued access token.

@@ -126,6 +126,14 @@ pub trait ConnectionStore {
     ) -> Result<()>;
     /// API calls recorded since `since`.
     async fn api_calls_since(&self, connection_id: Uuid, since: DateTime<Utc>) -> Result<i64>;
+    /// Replaces only the encrypted secrets (a refresh token Salesforce rotated), leaving
+    /// `updated_at` alone: the connection's configuration did not change.
+    async fn replace_connection_secrets(
+        &self,
+        organization_id: Uuid,
+        id: Uuid,
+        secrets: Option<Vec<u8>>,
+    ) -> Result<()>;
     /// Every connection of every organization with the time its periodic health check last
     /// ran (for the health-check loop; connection counts are small).
     async fn health_check_candidates(&self) -> Result<Vec<HealthCheckCandidate>>;
@@ -388,6 +396,26 @@ macro_rules! impl_connections {
                 .fetch_one(&self.pool)
                 .await?;
                 Ok(total.unwrap_or(0))
+            }
+
+            async fn replace_connection_secrets(
+                &self,
+                organization_id: Uuid,
+                id: Uuid,
+                secrets: Option<Vec<u8>>,
+            ) -> Result<()> {
+                let result = sqlx::query(
+                    "UPDATE connections SET secrets = $3 WHERE organization_id = $1 AND id = $2",
+                )
+                .bind(organization_id.to_string())
+                .bind(id.to_string())
+                .bind(&secrets)
+                .execute(&self.pool)
+                .await?;
+                if result.rows_affected() == 0 {
+                    return Err(not_found());
+                }
+                Ok(())
             }
 
             async fn health_check_candidates(&self) -> Result<Vec<HealthCheckCandidate>> {
