@@ -71,7 +71,6 @@ struct StateInner {
     cipher: Cipher,
     settings: ApiSettings,
     salesforce_clients: salesforce_clients::ClientCache,
-    proxy: proxy::ProxyState,
     sync_runner: ferry_engine::Runner,
     background: tokio_util::task::TaskTracker,
 }
@@ -96,7 +95,6 @@ impl AppState {
                 cipher,
                 settings,
                 salesforce_clients: salesforce_clients::ClientCache::default(),
-                proxy: proxy::ProxyState::default(),
                 sync_runner: ferry_engine::Runner::default(),
                 background: tokio_util::task::TaskTracker::new(),
             }),
@@ -131,11 +129,6 @@ impl AppState {
     /// Background work (webhook deliveries); shutdown closes and waits for it.
     pub fn background(&self) -> &tokio_util::task::TaskTracker {
         &self.inner.background
-    }
-
-    /// Proxy rate limits and statistics.
-    pub fn proxy(&self) -> &proxy::ProxyState {
-        &self.inner.proxy
     }
 
     /// Model-sync executions running in this process.

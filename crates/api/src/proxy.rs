@@ -5,17 +5,16 @@
 //! The rules of [`crate::proxy_rules`] are checked before anything is sent; every proxied
 //! call counts against the connection's daily budget (refused with 429 when spent); a
 //! per-connection rate limit applies (429); responses over the size cap are truncated and
-//! flagged. Call statistics are kept in memory by each Ferry process.
+//! flagged. The rate limit (a window per clock minute) and the 24-hour statistics live in
+//! the store, so every Ferry process sharing it counts the same calls.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use ferry_core::ErrorCode;
 use ferry_salesforce::SalesforceError;
 use ferry_salesforce::raw::{RawRequest, RawResponse};
@@ -30,78 +29,6 @@ use crate::middleware::Caller;
 use crate::proxy_rules::{self, CheckedCall, ProxyCall};
 use crate::routes::{ApiRoutes, Operation};
 use crate::salesforce_clients::client_for;
-
-/// In-memory proxy bookkeeping: rate-limit windows and 24-hour statistics.
-#[derive(Debug, Default)]
-pub struct ProxyState {
-    inner: Mutex<HashMap<Uuid, ConnectionProxyStats>>,
-}
-
-#[derive(Debug, Default)]
-struct ConnectionProxyStats {
-    window_start: Option<Instant>,
-    window_calls: u32,
-    /// (when, status class) of calls in the last 24 hours.
-    recent: Vec<(DateTime<Utc>, u16)>,
-}
-
-impl ProxyState {
-    /// Counts a call against the per-minute rate limit; false when over it.
-    fn admit(&self, connection_id: Uuid, now: Instant) -> bool {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stats = inner.entry(connection_id).or_default();
-        match stats.window_start {
-            Some(start) if now.duration_since(start) < Duration::from_secs(60) => {}
-            _ => {
-                stats.window_start = Some(now);
-                stats.window_calls = 0;
-            }
-        }
-        if stats.window_calls >= proxy_rules::RATE_LIMIT_PER_MINUTE {
-            return false;
-        }
-        stats.window_calls += 1;
-        true
-    }
-
-    fn record(&self, connection_id: Uuid, status: u16) {
-        let mut inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let stats = inner.entry(connection_id).or_default();
-        let now = Utc::now();
-        stats
-            .recent
-            .retain(|(at, _)| now - *at < chrono::Duration::hours(24));
-        stats.recent.push((now, status));
-    }
-
-    fn summary(&self, connection_id: Uuid) -> (usize, [usize; 3], Option<DateTime<Utc>>) {
-        let inner = self
-            .inner
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(stats) = inner.get(&connection_id) else {
-            return (0, [0; 3], None);
-        };
-        let now = Utc::now();
-        let recent: Vec<_> = stats
-            .recent
-            .iter()
-            .filter(|(at, _)| now - *at < chrono::Duration::hours(24))
-            .collect();
-        let class = |hundreds: u16| recent.iter().filter(|(_, s)| s / 100 == hundreds).count();
-        (
-            recent.len(),
-            [class(2), class(4), class(5)],
-            recent.last().map(|(at, _)| *at),
-        )
-    }
-}
 
 #[derive(Debug, Deserialize)]
 struct ExecuteProxyRequest {
@@ -167,7 +94,15 @@ async fn execute(
         ApiError::bad_request(error.to_string()).with_metadata("field", error.field)
     })?;
     let (connection, _, client) = client_for(&state, caller.organization_id, id).await?;
-    if !state.proxy().admit(connection.id, Instant::now()) {
+    let admission = state
+        .store()
+        .admit_proxy_call(
+            connection.id,
+            Utc::now(),
+            i64::from(proxy_rules::RATE_LIMIT_PER_MINUTE),
+        )
+        .await?;
+    let Some(admission) = admission else {
         return Err(ApiError::new(
             ErrorCode::TooManyRequests,
             format!(
@@ -175,7 +110,7 @@ async fn execute(
                 proxy_rules::RATE_LIMIT_PER_MINUTE
             ),
         ));
-    }
+    };
     let started = Instant::now();
     let request = raw_request(&checked)?;
     let response: RawResponse = tokio::time::timeout(
@@ -194,7 +129,10 @@ async fn execute(
         .with_status(StatusCode::GATEWAY_TIMEOUT)
     })?
     .map_err(upstream_error)?;
-    state.proxy().record(connection.id, response.status);
+    state
+        .store()
+        .record_proxy_status(connection.id, admission, response.status)
+        .await?;
     let headers: serde_json::Map<String, Value> = response
         .headers
         .iter()
@@ -265,8 +203,10 @@ async fn info(
         .store()
         .api_calls_since(connection.id, Utc::now() - chrono::Duration::hours(24))
         .await?;
-    let (proxy_calls, [ok, client_errors, server_errors], last) =
-        state.proxy().summary(connection.id);
+    let proxy = state
+        .store()
+        .proxy_stats(connection.id, Utc::now() - chrono::Duration::hours(24))
+        .await?;
     Ok(Json(json!({"data": {
         "connectionId": connection.id,
         "backendType": connection.type_id,
@@ -282,11 +222,11 @@ async fn info(
         "requestContract": proxy_rules::request_contract(),
         "stats": {
             "callsLast24h": calls,
-            "lastProxyCallAt": last.map(ferry_core::time::rfc3339),
-            "proxyCallsLast24h": proxy_calls,
-            "proxy2xxLast24h": ok,
-            "proxy4xxLast24h": client_errors,
-            "proxy5xxLast24h": server_errors,
+            "lastProxyCallAt": proxy.last_at.map(ferry_core::time::rfc3339),
+            "proxyCallsLast24h": proxy.calls,
+            "proxy2xxLast24h": proxy.ok,
+            "proxy4xxLast24h": proxy.client_errors,
+            "proxy5xxLast24h": proxy.server_errors,
         },
     }})))
 }

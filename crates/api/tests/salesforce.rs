@@ -932,3 +932,52 @@ async fn rotated_refresh_tokens_are_stored_for_the_next_process() {
         "the emulator retired the first token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proxy_rate_limit_and_statistics_are_shared_by_processes() {
+    let h = harness().await;
+    let id = healthy_client_credentials_connection(&h, json!({})).await;
+    // A second Ferry process: its own state and caches, the same store.
+    let other = ferry_api::router(AppState::new(
+        h.state.store().clone(),
+        h.state.registry().clone(),
+        h.state.cipher().clone(),
+        h.state.settings().clone(),
+    ));
+    let send_to = |app: Router, method: &str, uri: String, body: Option<Value>| {
+        let builder = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {}", h.key))
+            .header("content-type", "application/json");
+        let request = builder
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&bytes).unwrap())
+        }
+    };
+    let proxy = format!("/api/connections/{id}/proxy");
+    let call = json!({"request": {"method": "GET", "path": "/services/data/v59.0/limits"}});
+    let limit = ferry_api::proxy_rules::RATE_LIMIT_PER_MINUTE;
+    for n in 0..limit {
+        let app = if n % 2 == 0 {
+            h.app.clone()
+        } else {
+            other.clone()
+        };
+        let (status, body) = send_to(app, "POST", proxy.clone(), Some(call.clone())).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    for app in [h.app.clone(), other.clone()] {
+        let (status, body) = send_to(app, "POST", proxy.clone(), Some(call.clone())).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+    let (status, info) = send_to(other, "GET", format!("{proxy}/info"), None).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!(info["data"]["stats"]["proxyCallsLast24h"], limit);
+    assert_eq!(info["data"]["stats"]["proxy2xxLast24h"], limit);
+}

@@ -40,6 +40,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "connection health checks",
         include_str!("../migrations/0008_connection_health.sql"),
     ),
+    (
+        9,
+        "proxy calls",
+        include_str!("../migrations/0009_proxy_calls.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {

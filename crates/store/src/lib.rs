@@ -13,6 +13,7 @@
 //! - [`syncs`] — model syncs, their executions and execution record logs.
 //! - [`ledger`] — per-sync change tracking (identity → confirmed hash, record id, outcome).
 //! - [`api_usage`] — atomic reservations against a connection's daily API budget.
+//! - [`proxy_calls`] — the Connection Proxy's shared rate limit and statistics.
 //! - [`events`] — events (kept 48 hours) and each organization's webhook.
 //!
 //! Supporting modules: [`secrets`] (AEAD encryption of secret values), [`backend`] (pools,
@@ -34,6 +35,7 @@ pub mod ledger;
 pub mod models;
 pub mod oauth;
 pub mod organizations;
+pub mod proxy_calls;
 pub mod secrets;
 pub mod syncs;
 #[cfg(feature = "testsuite")]
@@ -51,6 +53,7 @@ pub use ledger::{LedgerEntry, LedgerStore};
 pub use models::{Model, ModelStore, ModelWrite};
 pub use oauth::{OAuthState, OAuthStateStore};
 pub use organizations::{Organization, OrganizationStore};
+pub use proxy_calls::{ProxyAdmission, ProxyCallStore, ProxyStats};
 pub use syncs::{
     Execution, ExecutionCounts, ExecutionPage, ModelSync, RecordLine, SyncFilter, SyncStore,
     SyncWrite,
@@ -64,6 +67,7 @@ pub trait MetadataStore:
     + IdempotencyStore
     + OAuthStateStore
     + ApiUsageStore
+    + ProxyCallStore
     + EventStore
     + ModelStore
     + SyncStore
