@@ -10,17 +10,23 @@
 //! - [`plan`] — stage 4: per-row decisions (create, update, upsert, delete, skip, fail) and
 //!   payloads (nulls, create-only fields, only-sync-different, invalid references).
 //! - [`batch`] — stage 5: sorting (`sort_batches_by`) and batch cutting.
-//! - [`target`] — Salesforce IO: describe, identity lookups, REST and Bulk 1.0 writes.
+//! - [`target`] — Salesforce IO: describe, identity lookups, REST, Bulk 1.0 and Bulk 2.0
+//!   writes (which Bulk API when: its module docs).
 //! - [`run`] — one execution: the stages over streamed windows, per-record outcomes, ledger
 //!   commits, record logs, counts, cancellation, the final serial pass for locked rows.
 //! - [`runner`] — executions in flight, one cancellable task each.
+//! - [`db_target`] — model syncs into PostgreSQL, MySQL and SQLite tables (discovery, new
+//!   tables, upserts by identity, per-record outcomes).
+//! - [`bulk`] — bulk syncs (ELT): Salesforce objects replicated into databases.
 //!
 //! Delivery is at-least-once made safe by identity: the ledger advances only for rows
 //! Salesforce confirmed; a create whose outcome could be lost is marked `pending_create`
 //! first, so the next run looks the identity up instead of creating it again.
 
 pub mod batch;
+pub mod bulk;
 pub mod change;
+pub mod db_target;
 pub mod filter;
 pub mod mapping;
 pub mod plan;
@@ -29,7 +35,7 @@ pub mod runner;
 pub mod spec;
 pub mod target;
 
-pub use run::{EngineError, RunContext, RunEnd, RunOptions, execute};
+pub use run::{EngineError, RunContext, RunEnd, RunOptions, RunTarget, execute};
 pub use runner::Runner;
 pub use spec::{CompiledSync, SyncDocument, TargetConfig};
 pub use tokio_util::sync::CancellationToken;
