@@ -5,7 +5,10 @@
 //! - `GET /api/connections/{id}/modelsync/source` and `.../source/fields`
 //!
 //! A model selects rows of a source connection (PostgreSQL, MySQL, SQLite) with exactly one
-//! of `configuration.table`, `configuration.view` or `configuration.query`. Creating,
+//! of `configuration.table`, `configuration.view` or `configuration.query`; a Salesforce
+//! model (`ferry_connectors::salesforce_source`) reads an object (`table`) or a SOQL
+//! `query` (which wins when both are given, as in the published example), with
+//! `include_deleted`, and its `identifier` defaults to `Id`. Creating,
 //! replacing or previewing a model describes the selection through the connector's
 //! [`ModelSource`] (the query is prepared, never run in full) and one sample row gives each
 //! field its `example`; a query the database rejects answers 422 with the database's own
@@ -24,6 +27,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use chrono::Utc;
+use ferry_connectors::salesforce_source::{SalesforceModelSource, parse_model_config};
 use ferry_connectors::{ModelSource, RelationKind, RowBatch, Selection, SourceError, SourceField};
 use ferry_core::FieldError;
 use ferry_core::time::rfc3339;
@@ -51,16 +55,21 @@ pub const SAMPLE_ROWS: usize = 10;
 /// The configuration keys that select what a model reads, in the order they are reported.
 const SELECTION_KEYS: [&str; 3] = ["query", "table", "view"];
 
+/// The keys that select what a Salesforce model reads.
+const SALESFORCE_SELECTION_KEYS: [&str; 2] = ["query", "table"];
+
 /// `POST /api/models`, `POST /api/model-preview` and `PUT /api/models/{id}` body
 /// (Polytomic's `CreateModelRequest` / `UpdateModelRequest`).
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ModelRequest {
-    /// The source connection (PostgreSQL, MySQL or SQLite).
+    /// The source connection (PostgreSQL, MySQL, SQLite or Salesforce).
     pub connection_id: Uuid,
     /// Display name.
     pub name: String,
-    /// Exactly one of `{"table": "schema.table"}`, `{"view": "schema.view"}` or
-    /// `{"query": "SELECT ..."}`.
+    /// Databases: exactly one of `{"table": "schema.table"}`, `{"view": "schema.view"}` or
+    /// `{"query": "SELECT ..."}`. Salesforce: `{"table": "Contact"}` or
+    /// `{"query": "SELECT Id FROM Contact"}` (the query wins when both are given), plus
+    /// `include_deleted`.
     pub configuration: Value,
     /// Names of the fields to enable (default: all).
     #[serde(default)]
@@ -245,26 +254,94 @@ pub(crate) async fn load_source(
     })
 }
 
-/// The model-source capability of a connection's type, or 422 naming `field`.
-fn model_source<'s>(
+/// A model source ready to use: a database type's shared one, or a Salesforce source built
+/// around the connection's cached (budgeted) client.
+pub(crate) enum SourceHandle<'s> {
+    /// PostgreSQL, MySQL, SQLite.
+    Shared(&'s dyn ModelSource),
+    /// A Salesforce connection (`include_deleted` decided per model).
+    Salesforce(SalesforceModelSource),
+}
+
+impl SourceHandle<'_> {
+    /// The source.
+    pub(crate) fn get(&self) -> &dyn ModelSource {
+        match self {
+            SourceHandle::Shared(source) => *source,
+            SourceHandle::Salesforce(source) => source,
+        }
+    }
+}
+
+/// The model source of a connection, or 422 naming `field`. Salesforce connections get
+/// their client from the state's cache; `include_deleted` selects `queryAll`.
+pub(crate) async fn model_source<'s>(
     state: &'s AppState,
-    connection: &Connection,
+    source: &SourceConnection,
+    include_deleted: bool,
     field: &str,
-) -> ApiResult<&'s dyn ModelSource> {
+) -> ApiResult<SourceHandle<'s>> {
+    let connection = &source.connection;
+    if connection.type_id == ferry_connectors::salesforce::TYPE_ID {
+        let (_, _, client) =
+            crate::salesforce_clients::client_for(state, connection.organization_id, connection.id)
+                .await?;
+        return Ok(SourceHandle::Salesforce(SalesforceModelSource::new(
+            client,
+            include_deleted,
+        )));
+    }
     state
         .registry()
         .get(&connection.type_id)
         .and_then(|connector| connector.model_source())
+        .map(SourceHandle::Shared)
         .ok_or_else(|| {
             ApiError::field(FieldError::new(
                 field,
                 format!(
                     "connections of type '{}' cannot be model sources yet (supported: \
-                     postgresql, mysql, sqlite)",
+                     postgresql, mysql, sqlite, salesforce)",
                     connection.type_id
                 ),
             ))
         })
+}
+
+/// The selection of a model configuration for a connection type, the configuration to
+/// store and `include_deleted` (Salesforce only).
+fn model_selection(
+    type_id: &str,
+    configuration: &Value,
+) -> Result<(Selection, Value, bool), FieldError> {
+    if type_id == ferry_connectors::salesforce::TYPE_ID {
+        let parsed = parse_model_config(configuration)?;
+        return Ok((parsed.selection, parsed.normalized, parsed.include_deleted));
+    }
+    let (selection, normalized) = parse_configuration(configuration)?;
+    Ok((selection, normalized, false))
+}
+
+/// The row stream of a stored model (what a sync execution reads), in batches of
+/// `batch_size` rows.
+pub(crate) async fn model_rows(
+    state: &AppState,
+    organization_id: Uuid,
+    model: &Model,
+    batch_size: usize,
+) -> ApiResult<futures_util::stream::BoxStream<'static, Result<RowBatch, SourceError>>> {
+    let source = load_source(state, organization_id, model.connection_id).await?;
+    let (selection, _, include_deleted) =
+        model_selection(&source.connection.type_id, &model.configuration).map_err(|error| {
+            ApiError::unprocessable(format!(
+                "model {} has a bad configuration: {error}",
+                model.id
+            ))
+        })?;
+    let handle = model_source(state, &source, include_deleted, "connection_id").await?;
+    Ok(handle
+        .get()
+        .read(&source.configuration, &selection, None, batch_size))
 }
 
 /// Turns a source failure into an API error; `field` names what the caller chose (e.g.
@@ -593,11 +670,12 @@ async fn prepare(
             "enrichment is not supported; leave enricher out",
         )));
     }
-    let (selection, configuration) = parse_configuration(&request.configuration)?;
-    let selection_field = format!("configuration.{}", selection.key());
-
     let source = load_source(state, caller.organization_id, request.connection_id).await?;
-    let model_source = model_source(state, &source.connection, "connection_id")?;
+    let (selection, configuration, include_deleted) =
+        model_selection(&source.connection.type_id, &request.configuration)?;
+    let selection_field = format!("configuration.{}", selection.key());
+    let handle = model_source(state, &source, include_deleted, "connection_id").await?;
+    let model_source = handle.get();
     let discovered = describe(
         model_source,
         &source.configuration,
@@ -649,7 +727,12 @@ async fn prepare(
         .identifier
         .as_deref()
         .map(str::trim)
-        .filter(|i| !i.is_empty());
+        .filter(|i| !i.is_empty())
+        .or_else(|| {
+            // Salesforce records are identified by their Id unless the caller says otherwise.
+            (matches!(handle, SourceHandle::Salesforce(_)) && available.contains(&"Id"))
+                .then_some("Id")
+        });
     if let Some(identifier) = identifier
         && !available.contains(&identifier)
     {
@@ -918,14 +1001,16 @@ async fn sample(
 ) -> ApiResult<Json<Value>> {
     reject_async(&query)?;
     let model = state.store().model(caller.organization_id, id).await?;
-    let (selection, _) = parse_configuration(&model.configuration).map_err(|error| {
-        ApiError::internal(format!(
-            "stored model {id} has a bad configuration: {error}"
-        ))
-    })?;
-    let selection_field = format!("configuration.{}", selection.key());
     let source = load_source(&state, caller.organization_id, model.connection_id).await?;
-    let model_source = model_source(&state, &source.connection, "connection_id")?;
+    let (selection, _, include_deleted) =
+        model_selection(&source.connection.type_id, &model.configuration).map_err(|error| {
+            ApiError::internal(format!(
+                "stored model {id} has a bad configuration: {error}"
+            ))
+        })?;
+    let selection_field = format!("configuration.{}", selection.key());
+    let handle = model_source(&state, &source, include_deleted, "connection_id").await?;
+    let model_source = handle.get();
     let batch = read_sample(
         model_source,
         &source.configuration,
@@ -1033,7 +1118,9 @@ async fn source_meta(
 ) -> ApiResult<Json<Value>> {
     let selection = selection_from_params(&params)?;
     let source = load_source(&state, caller.organization_id, id).await?;
-    let model_source = model_source(&state, &source.connection, "id")?;
+    let handle = model_source(&state, &source, false, "id").await?;
+    let model_source = handle.get();
+    let salesforce = matches!(handle, SourceHandle::Salesforce(_));
     let listed = tokio::time::timeout(
         DESCRIBE_TIMEOUT,
         model_source.list_relations(&source.configuration),
@@ -1059,6 +1146,23 @@ async fn source_meta(
         }
         None => Vec::new(),
     };
+    if salesforce {
+        // Salesforce (spec §4.6): objects under `table`, a SOQL `query`, `include_deleted`.
+        return Ok(Json(json!({"data": {
+            "items": {
+                "include_deleted": source_item(Vec::new(), None),
+                "query": source_item(Vec::new(), None),
+                "table": source_item(of_kind(RelationKind::Table), None),
+                "tracking_columns": source_item(columns, Some(&SALESFORCE_SELECTION_KEYS)),
+            },
+            "requires_one_of": SALESFORCE_SELECTION_KEYS,
+            "configuration": {
+                "include_deleted": {"type": "boolean", "items": []},
+                "query": {"type": "string", "items": []},
+                "table": {"type": "string", "items": []},
+            },
+        }})));
+    }
     Ok(Json(json!({"data": {
         "items": {
             "query": source_item(Vec::new(), None),
@@ -1083,7 +1187,12 @@ async fn source_fields(
         )));
     };
     let source = load_source(&state, caller.organization_id, id).await?;
-    let model_source = model_source(&state, &source.connection, "id")?;
+    let include_deleted = params
+        .get("params[include_deleted]")
+        .or_else(|| params.get("include_deleted"))
+        .is_some_and(|v| v == "true");
+    let handle = model_source(&state, &source, include_deleted, "id").await?;
+    let model_source = handle.get();
     let field = format!("params[{}]", selection.key());
     let fields = describe(model_source, &source.configuration, &selection, &field).await?;
     let data: Vec<Value> = fields

@@ -25,6 +25,7 @@ pub mod mysql;
 pub mod postgresql;
 pub mod salesforce;
 pub mod salesforce_catalog;
+pub mod salesforce_source;
 mod schema;
 pub mod source;
 mod sql;

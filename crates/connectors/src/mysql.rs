@@ -566,8 +566,8 @@ impl ModelSource for MysqlConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::sdk_violations;
     use crate::Connector;
+    use crate::schema::sdk_violations;
     use serde_json::json;
 
     fn base() -> Value {

@@ -704,8 +704,8 @@ impl ModelSource for PostgresqlConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::sdk_violations;
     use crate::Connector;
+    use crate::schema::sdk_violations;
     use serde_json::json;
 
     const CERT: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";

@@ -5,10 +5,17 @@
 //! 3. [`detect`] changes against the ledger,
 //! 4. look identities up in Salesforce and [`decide`] each row,
 //! 5. sort and cut into batches ([`sort_by_field`], [`chunks`]),
-//! 6. write (REST collections or Bulk 1.0, bounded concurrency),
+//! 6. write (REST collections, Bulk 1.0 or Bulk 2.0 — `target.rs` says which; bounded
+//!    concurrency),
 //! 7. turn per-record outcomes into ledger entries, log lines and counts, and commit them.
 //!
-//! Memory is bounded by the window (one source batch). The ledger advances only for rows
+//! `Parallel` Bulk writes can be pipelined: each window's Bulk 2.0 job runs on its own
+//! task, up to [`JOBS_IN_FLIGHT`] of them waiting while the next windows are read and
+//! planned, and their outcomes are recorded in window order ([`Run::complete_oldest`]).
+//! Everything else is written before the next window is read.
+//!
+//! Memory is bounded by a few windows (one source batch each; rows in flight keep only
+//! their payload, not the mapped values). The ledger advances only for rows
 //! Salesforce confirmed; creates are marked `pending_create` before they are sent so an
 //! interrupted run never creates a row twice. Rows still failing with `UNABLE_TO_LOCK_ROW`
 //! after the client's own retries are written again, one batch at a time, at the end of the
@@ -16,7 +23,7 @@
 //! execution with that message (what was confirmed before stays committed and the rest is
 //! retried next run). Cancellation is honoured between batches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 
 use ferry_connectors::{RowBatch, SourceError};
 use ferry_salesforce::{ApiErrorItem, Record, SalesforceClient, SalesforceError, SaveResult};
@@ -57,6 +64,13 @@ impl Targets {
 
 /// Concurrent write calls in `Parallel` mode.
 pub const PARALLEL_WRITES: usize = 4;
+
+/// Bulk 2.0 jobs (`Parallel`) kept running while the next window is read and planned
+/// (Salesforce works on earlier windows while Ferry prepares the next; memory stays
+/// bounded by a few windows). 0 for now: with `ferry serve`'s job workers on a SQLite
+/// store, the run's own store writes overlapping a job's budgeted calls stalled the
+/// process (crash test); with 0 a job is awaited before the window's store writes.
+pub const JOBS_IN_FLIGHT: usize = 0;
 
 /// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
 pub const WINDOW_ROWS: usize = 10_000;
@@ -101,12 +115,27 @@ pub struct RunContext {
     pub first_run: bool,
     /// The store (ledger, execution, logs).
     pub store: DynStore,
-    /// The connection's client (budgeted).
-    pub client: SalesforceClient,
+    /// Where the rows go: a Salesforce connection's client (budgeted), or a database table.
+    pub target: RunTarget,
     /// The model's rows.
     pub rows: BoxStream<'static, Result<RowBatch, SourceError>>,
     /// Cancels the run between batches.
     pub cancel: CancellationToken,
+}
+
+/// Where a run writes.
+#[derive(Debug)]
+pub enum RunTarget {
+    /// A Salesforce object, through the connection's client.
+    Salesforce(SalesforceClient),
+    /// A PostgreSQL, MySQL or SQLite table ([`crate::db_target`]).
+    Database(crate::db_target::DatabaseTarget),
+}
+
+impl From<SalesforceClient> for RunTarget {
+    fn from(client: SalesforceClient) -> Self {
+        RunTarget::Salesforce(client)
+    }
 }
 
 /// Why a run stopped early.
@@ -124,6 +153,9 @@ pub enum EngineError {
     /// The metadata store failed.
     #[error("metadata store: {0}")]
     Store(#[from] StoreError),
+    /// A write task ended abnormally (it panicked or was aborted).
+    #[error("a write task ended abnormally: {0}")]
+    Task(String),
 }
 
 /// How an execution ended.
@@ -147,6 +179,10 @@ pub async fn execute(context: RunContext) -> RunEnd {
         object = %context.sync.object,
         mode = context.sync.mode.as_str(),
     );
+    // Database tables are planned and written by `db_target`.
+    if matches!(context.target, RunTarget::Database(_)) {
+        return crate::db_target::execute(context).instrument(span).await;
+    }
     execute_inner(context).instrument(span).await
 }
 
@@ -170,10 +206,18 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         options,
         first_run,
         store,
-        client,
+        target,
         mut rows,
         cancel,
     } = context;
+    let RunTarget::Salesforce(client) = target else {
+        // `execute` sends database targets to `db_target`.
+        return RunEnd {
+            status: "failed",
+            counts: ExecutionCounts::default(),
+            errors: vec!["internal: a database target reached the Salesforce writer".into()],
+        };
+    };
     let context = Env {
         sync_id,
         execution_id,
@@ -269,6 +313,26 @@ struct Run {
     locked: Vec<Planned>,
     /// Whether the "nothing to sort by" warning was already given this run.
     sort_warned: bool,
+    /// Bulk 2.0 jobs of earlier windows still running (oldest first).
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A Bulk 2.0 job running on its own task while later windows are read and planned; its
+/// rows wait here for their outcomes. Dropping it aborts the task (the rows keep their
+/// previous ledger state, creates stay `pending_create`).
+struct InFlight {
+    /// The rows, their payloads moved into the job (they come back with its results).
+    rows: Vec<Planned>,
+    job: tokio::task::JoinHandle<JobOutput>,
+}
+
+/// What a Bulk 2.0 job task gives back: the payloads it was given and the per-row results.
+type JobOutput = (Vec<WriteRow>, Result<Vec<SaveResult>, SalesforceError>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.job.abort();
+    }
 }
 
 impl Run {
@@ -283,6 +347,7 @@ impl Run {
             ledger: Vec::new(),
             locked: Vec::new(),
             sort_warned: false,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -343,14 +408,23 @@ impl Run {
         let mut window = 0usize;
         while let Some(batch) = rows.next().await {
             if context.cancel.is_cancelled() {
-                return Ok(());
+                // Jobs already sent are still waited for below, so their outcomes count.
+                break;
             }
             let batch = batch?;
             window += 1;
             let span = info_span!("sync_window", window, rows = batch.rows.len());
             let result = self.window(context, &target, &batch).instrument(span).await;
+            if result.is_ok() {
+                while self.in_flight.len() > JOBS_IN_FLIGHT {
+                    self.complete_oldest(context, &target).await?;
+                }
+            }
             self.flush(&context.store).await?;
             result?;
+        }
+        while !self.in_flight.is_empty() {
+            self.complete_oldest(context, &target).await?;
         }
         if !self.locked.is_empty() && !context.cancel.is_cancelled() {
             let locked = std::mem::take(&mut self.locked);
@@ -595,8 +669,110 @@ impl Run {
             IngestionApi::Automatic => planned.len() >= AUTOMATIC_BULK_THRESHOLD,
         };
         let serial = sync.config.concurrency_mode == ConcurrencyMode::Serial;
+        if bulk && !serial {
+            let rest = self.submit_bulk2(context, targets, planned).await?;
+            return self.write_all(context, targets, rest, serial, bulk).await;
+        }
         self.write_all(context, targets, planned, serial, bulk)
             .await
+    }
+
+    /// `Parallel` Bulk: starts one Bulk 2.0 job per object and operation of the window on
+    /// its own task (at most [`JOBS_IN_FLIGHT`] + 1 run while the next windows are read and
+    /// planned; outcomes are recorded in window order by [`Run::complete_oldest`]). Returns
+    /// the rows whose results could not be matched by key; they are written the ordinary
+    /// way (a parallel Bulk 1.0 job).
+    async fn submit_bulk2(
+        &mut self,
+        context: &Env,
+        targets: &Targets,
+        mut planned: Vec<Planned>,
+    ) -> Result<Vec<Planned>, EngineError> {
+        self.sort_for_batches(&context.sync, &mut planned);
+        let mut groups: Vec<((Side, Operation), Vec<Planned>)> = Vec::new();
+        for row in planned {
+            let group = (row.side, row.operation);
+            match groups.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, rows)) => rows.push(row),
+                None => groups.push((group, vec![row])),
+            }
+        }
+        let mut rest = Vec::new();
+        for ((side, operation), mut rows) in groups {
+            // The payloads travel with the job and come back with its results; the mapped
+            // values were only needed for planning. Memory per row in flight stays small.
+            let payloads: Vec<WriteRow> = rows
+                .iter_mut()
+                .map(|row| {
+                    row.candidate.row.values = Map::new();
+                    (row.id.clone(), std::mem::take(&mut row.payload))
+                })
+                .collect();
+            let target = targets.get(side);
+            let Some(key) = target.bulk2_key(operation, &payloads) else {
+                for (row, (_, payload)) in rows.iter_mut().zip(payloads) {
+                    row.payload = payload;
+                }
+                rest.extend(rows);
+                continue;
+            };
+            mark_pending_creates(context, &rows).await?;
+            let span = info_span!(
+                "sync_bulk_job",
+                api = "bulk2",
+                operation = operation_name(operation),
+                rows = rows.len(),
+            );
+            let target = target.clone();
+            let job = tokio::spawn(
+                async move {
+                    let result = target
+                        .write_bulk2_job(operation, &payloads, &key, bulk_poll())
+                        .await;
+                    (payloads, result)
+                }
+                .instrument(span),
+            );
+            self.in_flight.push_back(InFlight { rows, job });
+        }
+        Ok(rest)
+    }
+
+    /// Waits for the oldest Bulk 2.0 job in flight and records its outcomes (rows to
+    /// write again without invalid references are written right away), then commits.
+    async fn complete_oldest(
+        &mut self,
+        context: &Env,
+        targets: &Targets,
+    ) -> Result<(), EngineError> {
+        let Some(mut in_flight) = self.in_flight.pop_front() else {
+            return Ok(());
+        };
+        let joined = (&mut in_flight.job).await;
+        let mut rows = std::mem::take(&mut in_flight.rows);
+        let outcomes = match joined {
+            Ok((payloads, Ok(outcomes))) => {
+                for (row, (_, payload)) in rows.iter_mut().zip(payloads) {
+                    row.payload = payload;
+                }
+                outcomes
+            }
+            Ok((_, Err(error))) => {
+                tracing::warn!(%error, "bulk job failed");
+                return Err(error.into());
+            }
+            Err(error) => return Err(EngineError::Task(error.to_string())),
+        };
+        let mut retry = Vec::new();
+        for (row, outcome) in rows.into_iter().zip(outcomes) {
+            let target = targets.get(row.side);
+            if let Some(again) = self.outcome(&context.sync, target, row, outcome) {
+                retry.push(again);
+            }
+        }
+        let result = self.write_all(context, targets, retry, false, true).await;
+        self.flush(&context.store).await?;
+        result
     }
 
     /// Sorts, batches and writes rows, then records every outcome. Rows rejected for an
@@ -630,6 +806,33 @@ impl Run {
         Ok(())
     }
 
+    /// `sort_batches_by`: sorts rows by the field (said once per run when no written row
+    /// carries it).
+    fn sort_for_batches(&mut self, sync: &CompiledSync, planned: &mut [Planned]) {
+        let Some(field) = &sync.config.sort_batches_by else {
+            return;
+        };
+        let present = planned.iter().any(|row| {
+            row.payload
+                .keys()
+                .any(|name| name.eq_ignore_ascii_case(field))
+        });
+        if !present && !planned.is_empty() && !self.sort_warned {
+            // The published examples name `AccountId` even for Lead: accepted as
+            // written, and said plainly instead of silently doing nothing.
+            self.sort_warned = true;
+            self.warn(
+                None,
+                None,
+                &format!(
+                    "sort_batches_by: '{field}' is not among the fields written to {}; batches keep the model's order",
+                    sync.object
+                ),
+            );
+        }
+        sort_by_field(planned, field, |row| &row.payload);
+    }
+
     async fn write_round(
         &mut self,
         context: &Env,
@@ -639,46 +842,8 @@ impl Run {
         bulk: bool,
     ) -> Result<Vec<Planned>, EngineError> {
         let sync = &context.sync;
-        if let Some(field) = &sync.config.sort_batches_by {
-            let present = planned.iter().any(|row| {
-                row.payload
-                    .keys()
-                    .any(|name| name.eq_ignore_ascii_case(field))
-            });
-            if !present && !planned.is_empty() && !self.sort_warned {
-                // The published examples name `AccountId` even for Lead: accepted as
-                // written, and said plainly instead of silently doing nothing.
-                self.sort_warned = true;
-                self.warn(
-                    None,
-                    None,
-                    &format!(
-                        "sort_batches_by: '{field}' is not among the fields written to {}; batches keep the model's order",
-                        sync.object
-                    ),
-                );
-            }
-            sort_by_field(&mut planned, field, |row| &row.payload);
-        }
-        // Creates first: mark them so an interrupted run re-resolves instead of re-creating.
-        let pending: Vec<LedgerEntry> = planned
-            .iter()
-            .filter(|row| row.operation == Operation::Create)
-            .map(|row| {
-                let prior = row.candidate.prior.as_ref();
-                LedgerEntry::new(
-                    row.candidate.row.identity.clone(),
-                    prior.and_then(|p| p.hash.clone()),
-                    None,
-                    "pending_create",
-                    None,
-                )
-            })
-            .collect();
-        context
-            .store
-            .put_ledger_entries(context.sync_id, &pending)
-            .await?;
+        self.sort_for_batches(sync, &mut planned);
+        mark_pending_creates(context, &planned).await?;
 
         let size = if bulk {
             sync.config.bulk_batch_size
@@ -788,8 +953,11 @@ impl Run {
         }
     }
 
-    /// Bulk: one Bulk API 1.0 job per object and operation, holding all of its batches
-    /// (Salesforce runs them one at a time for `Serial` jobs, several for `Parallel`).
+    /// Bulk: one job per object and operation of the round. `Serial`: a Bulk API 1.0 job
+    /// in serial mode holding all of its batches (Salesforce runs them one at a time).
+    /// `Parallel`: a Bulk API 2.0 job of all its rows (Salesforce batches and parallelizes),
+    /// or a parallel Bulk 1.0 job when the rows carry no key the Bulk 2.0 results could be
+    /// matched by (see `target.rs`).
     async fn write_bulk_jobs(
         &mut self,
         context: &Env,
@@ -811,6 +979,7 @@ impl Run {
             if context.cancel.is_cancelled() {
                 break;
             }
+            let target = targets.get(side);
             let payloads: Vec<Vec<WriteRow>> = batches
                 .iter()
                 .map(|rows| {
@@ -819,20 +988,51 @@ impl Run {
                         .collect()
                 })
                 .collect();
-            let span = info_span!(
-                "sync_bulk_job",
-                operation = operation_name(operation),
-                batches = batches.len(),
-                rows = batches.iter().map(Vec::len).sum::<usize>(),
-                serial
-            );
-            let result = targets
-                .get(side)
-                .write_bulk_job(operation, &payloads, serial, bulk_poll())
-                .instrument(span)
-                .await;
+            let rows_in_job = payloads.iter().map(Vec::len).sum::<usize>();
+            let bulk2_key = if serial {
+                None
+            } else {
+                let all: Vec<WriteRow> = payloads.iter().flatten().cloned().collect();
+                target.bulk2_key(operation, &all).map(|key| (key, all))
+            };
+            let result = match bulk2_key {
+                Some((key, all)) => {
+                    let span = info_span!(
+                        "sync_bulk_job",
+                        api = "bulk2",
+                        operation = operation_name(operation),
+                        rows = rows_in_job,
+                    );
+                    target
+                        .write_bulk2_job(operation, &all, &key, bulk_poll())
+                        .instrument(span)
+                        .await
+                        .map(|outcomes| vec![outcomes])
+                        .map(|outcomes| (outcomes, true))
+                }
+                None => {
+                    let span = info_span!(
+                        "sync_bulk_job",
+                        api = "bulk1",
+                        operation = operation_name(operation),
+                        batches = batches.len(),
+                        rows = rows_in_job,
+                        serial
+                    );
+                    target
+                        .write_bulk_job(operation, &payloads, serial, bulk_poll())
+                        .instrument(span)
+                        .await
+                        .map(|outcomes| (outcomes, false))
+                }
+            };
             match result {
-                Ok(outcomes) => {
+                Ok((outcomes, flattened)) => {
+                    let batches = if flattened {
+                        vec![batches.into_iter().flatten().collect()]
+                    } else {
+                        batches
+                    };
                     for (rows, outcomes) in batches.into_iter().zip(outcomes) {
                         for (row, outcome) in rows.into_iter().zip(outcomes) {
                             let target = targets.get(row.side);
@@ -843,7 +1043,7 @@ impl Run {
                     }
                 }
                 Err(error) => {
-                    // Batches already added to an open job may still be processed, so the
+                    // Rows already uploaded to a job may still be processed, so the
                     // creates stay `pending_create` (re-resolved by identity next run).
                     tracing::warn!(%error, "bulk job failed");
                     return Err(error.into());
@@ -1108,6 +1308,29 @@ impl Run {
             Some(code.to_string()),
         ));
     }
+}
+
+/// Marks the creates among `rows` `pending_create` before they are sent, so an interrupted
+/// run re-resolves them by identity instead of creating them again.
+async fn mark_pending_creates(context: &Env, rows: &[Planned]) -> Result<(), StoreError> {
+    let pending: Vec<LedgerEntry> = rows
+        .iter()
+        .filter(|row| row.operation == Operation::Create)
+        .map(|row| {
+            let prior = row.candidate.prior.as_ref();
+            LedgerEntry::new(
+                row.candidate.row.identity.clone(),
+                prior.and_then(|p| p.hash.clone()),
+                None,
+                "pending_create",
+                None,
+            )
+        })
+        .collect();
+    context
+        .store
+        .put_ledger_entries(context.sync_id, &pending)
+        .await
 }
 
 fn operation_name(operation: Operation) -> &'static str {

@@ -1129,6 +1129,519 @@ pub fn check_target_fields(
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// Database targets (PostgreSQL, MySQL, SQLite tables)
+// ---------------------------------------------------------------------------------------
+
+/// Connection types a model sync can write tables of.
+pub const DATABASE_TARGET_TYPES: [&str; 3] = ["postgresql", "mysql", "sqlite"];
+
+/// The `target.object` Polytomic's clients send for a target that is being created.
+pub const NEW_TARGET_PLACEHOLDER: &str = "__pt_new_target";
+
+/// Options of `target.configuration` for database tables.
+pub const DATABASE_TARGET_KEYS: [&str; 1] = ["preserve_table_on_resync"];
+
+/// Sync modes of database targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseMode {
+    /// Insert rows whose identity the table does not hold yet; existing rows are left alone.
+    Create,
+    /// Update rows whose identity the table holds; others are skipped (and retried).
+    Update,
+    /// Upsert by the identity column (needs a unique index on it).
+    UpdateOrCreate,
+    /// Delete the rows whose identity matches.
+    Remove,
+    /// Insert every new or changed model row as a new table row (no identity matching).
+    Append,
+    /// Make the table hold exactly the model's rows each run: rows are loaded into a
+    /// staging table and swapped in with one transaction at the end (every run rewrites
+    /// everything; change tracking does not apply).
+    Replace,
+}
+
+impl DatabaseMode {
+    /// Every mode, in the order they are listed.
+    pub const ALL: [DatabaseMode; 6] = [
+        DatabaseMode::Create,
+        DatabaseMode::Update,
+        DatabaseMode::UpdateOrCreate,
+        DatabaseMode::Remove,
+        DatabaseMode::Append,
+        DatabaseMode::Replace,
+    ];
+
+    /// Parses the API spelling, or names `mode` with the accepted values.
+    pub fn parse(mode: &str) -> Result<DatabaseMode, FieldError> {
+        DatabaseMode::ALL
+            .into_iter()
+            .find(|m| m.as_str() == mode)
+            .ok_or_else(|| {
+                let accepted: Vec<&str> = DatabaseMode::ALL.iter().map(|m| m.as_str()).collect();
+                let reason = if mode == "snapshot" || mode == "enrich" {
+                    format!("mode '{mode}' is not supported yet for database targets")
+                } else {
+                    format!("'{mode}' is not a sync mode for database targets")
+                };
+                FieldError::new(
+                    "mode",
+                    format!("{reason} (accepted: {})", accepted.join(", ")),
+                )
+            })
+    }
+
+    /// The API spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatabaseMode::Create => "create",
+            DatabaseMode::Update => "update",
+            DatabaseMode::UpdateOrCreate => "updateOrCreate",
+            DatabaseMode::Remove => "remove",
+            DatabaseMode::Append => "append",
+            DatabaseMode::Replace => "replace",
+        }
+    }
+
+    /// Whether the mode matches rows by an identity (which the sync must then give).
+    pub fn requires_identity(self) -> bool {
+        matches!(
+            self,
+            DatabaseMode::Update | DatabaseMode::UpdateOrCreate | DatabaseMode::Remove
+        )
+    }
+
+    /// Whether the identity column needs a unique index (upserts rely on it).
+    pub fn requires_unique_identity(self) -> bool {
+        matches!(self, DatabaseMode::Update | DatabaseMode::UpdateOrCreate)
+    }
+
+    /// A one-line description.
+    pub fn description(self) -> &'static str {
+        match self {
+            DatabaseMode::Create => "Insert rows whose identity is not in the table yet",
+            DatabaseMode::Update => "Update rows whose identity is in the table",
+            DatabaseMode::UpdateOrCreate => "Upsert rows by the identity column",
+            DatabaseMode::Remove => "Delete rows whose identity matches",
+            DatabaseMode::Append => "Insert new and changed rows without matching",
+            DatabaseMode::Replace => "Replace the table's rows with the model's rows each run",
+        }
+    }
+
+    /// The Salesforce-path mode whose compile-time checks apply (identity, mappings).
+    fn checked_as(self) -> Mode {
+        match self {
+            DatabaseMode::Create | DatabaseMode::Append | DatabaseMode::Replace => Mode::Create,
+            DatabaseMode::Update => Mode::Update,
+            DatabaseMode::UpdateOrCreate => Mode::UpdateOrCreate,
+            DatabaseMode::Remove => Mode::Remove,
+        }
+    }
+}
+
+/// A table named by the sync: `schema.table` (PostgreSQL), `database.table` (MySQL) or
+/// `table` (SQLite; also unqualified names elsewhere, resolved in the connection's default
+/// schema or database).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableName {
+    /// Schema (PostgreSQL) or database (MySQL); `None` for SQLite or unqualified names.
+    pub schema: Option<String>,
+    /// The table.
+    pub name: String,
+}
+
+impl TableName {
+    /// Splits `schema.table` at the first dot (a SQLite name is never split).
+    pub fn parse(text: &str, qualified: bool) -> TableName {
+        let text = text.trim();
+        match text.split_once('.') {
+            Some((schema, name)) if qualified && !schema.is_empty() && !name.is_empty() => {
+                TableName {
+                    schema: Some(schema.to_string()),
+                    name: name.to_string(),
+                }
+            }
+            _ => TableName {
+                schema: None,
+                name: text.to_string(),
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// What a database-target sync writes, compiled from the document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseSync {
+    /// The mode.
+    pub mode: DatabaseMode,
+    /// The table (`target.object`, or the new table's name).
+    pub table: TableName,
+    /// Whether the document asks for a new table (`target.create` / `target.new_name`).
+    pub create: bool,
+    /// `preserve_table_on_resync` (default true): when false, a `resync` run empties the
+    /// table before writing, so it holds exactly what the model maps.
+    pub preserve_table_on_resync: bool,
+}
+
+fn valid_table_part(field: &str, part: &str) -> Result<(), FieldError> {
+    if part.trim().is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if part.len() > 63 || part.contains('\0') || part != part.trim() {
+        return Err(FieldError::new(
+            field,
+            format!(
+                "'{part}' is not a usable table name (at most 63 characters, no NUL, no \
+                 leading or trailing blanks)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The table a document names for a database of type `type_id`: an existing one
+/// (`target.object`) or a new one (`target.create` with `table` and, for PostgreSQL
+/// `schema` / MySQL `database`; or `target.new_name` such as `public.accounts`).
+fn database_table(document: &SyncDocument, type_id: &str) -> Result<(TableName, bool), FieldError> {
+    let qualified = type_id != "sqlite";
+    let schema_key = match type_id {
+        "postgresql" => Some("schema"),
+        "mysql" => Some("database"),
+        _ => None,
+    };
+    let target = &document.target;
+    let object = target
+        .object
+        .as_deref()
+        .map(str::trim)
+        .filter(|o| !o.is_empty() && *o != NEW_TARGET_PLACEHOLDER);
+    let new_name = target
+        .new_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty());
+    if let Some(create) = &target.create {
+        for key in create.keys() {
+            if key != "table" && Some(key.as_str()) != schema_key {
+                let accepted = match schema_key {
+                    Some(schema) => format!("table, {schema}"),
+                    None => "table".to_string(),
+                };
+                return Err(FieldError::new(
+                    format!("target.create.{key}"),
+                    format!("unknown property (accepted: {accepted})"),
+                ));
+            }
+        }
+    }
+    let from_create = target.create.as_ref().and_then(|create| {
+        let table = create
+            .get("table")
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())?;
+        let schema = schema_key
+            .and_then(|key| create.get(key))
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty());
+        Some(TableName {
+            schema,
+            name: table.to_string(),
+        })
+    });
+    let new_table = match (from_create, new_name) {
+        (Some(table), _) => Some((table, "target.create.table")),
+        (None, Some(name)) => Some((TableName::parse(name, qualified), "target.new_name")),
+        (None, None) if target.create.is_some() => {
+            return Err(FieldError::new(
+                "target.create.table",
+                "name the new table (or give target.new_name)",
+            ));
+        }
+        (None, None) => None,
+    };
+    match (new_table, object) {
+        (Some(_), Some(_)) => Err(FieldError::new(
+            "target.object",
+            "give either an existing table in target.object or a new one in target.create / \
+             target.new_name, not both",
+        )),
+        (Some((table, field)), None) => {
+            valid_table_part(field, &table.name)?;
+            if let Some(schema) = &table.schema {
+                valid_table_part(field, schema)?;
+            }
+            Ok((table, true))
+        }
+        (None, Some(object)) => Ok((TableName::parse(object, qualified), false)),
+        (None, None) => Err(FieldError::new(
+            "target.object",
+            "is required: an existing table (e.g. public.accounts), or create one with \
+             target.create / target.new_name",
+        )),
+    }
+}
+
+/// Compiles a document whose target is a database table (`type_id` of
+/// [`DATABASE_TARGET_TYPES`]): the mapping, filters and overrides as for every target
+/// (through [`compile`]), plus the table, the database mode and the target configuration
+/// (`preserve_table_on_resync`). The columns themselves are checked against the table
+/// with IO (`db_target::check_table`).
+pub fn compile_database(
+    document: &SyncDocument,
+    model: &ModelInfo,
+    type_id: &str,
+) -> Result<(CompiledSync, DatabaseSync), FieldError> {
+    if !DATABASE_TARGET_TYPES.contains(&type_id) {
+        return Err(FieldError::new(
+            "target.connection_id",
+            format!("'{type_id}' connections are not database targets"),
+        ));
+    }
+    let mode = DatabaseMode::parse(&document.mode)?;
+    let (table, create) = database_table(document, type_id)?;
+    if document.target.search_values.is_some() {
+        return Err(FieldError::new(
+            "target.search_values",
+            "is not used by database targets (name the table in target.create or \
+             target.new_name)",
+        ));
+    }
+    let mut preserve_table_on_resync = true;
+    match &document.target.configuration {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                match key.as_str() {
+                    "preserve_table_on_resync" => {
+                        if let Some(flag) = bool_option(key, value)? {
+                            preserve_table_on_resync = flag;
+                        }
+                    }
+                    _ => {
+                        return Err(FieldError::new(
+                            config_field(key),
+                            format!(
+                                "unknown option for database targets (accepted: {})",
+                                DATABASE_TARGET_KEYS.join(", ")
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        Some(_) => return Err(FieldError::new("target.configuration", "must be an object")),
+    }
+    if mode.requires_identity() && document.identity.is_none() {
+        return Err(FieldError::new(
+            "identity",
+            format!("is required for mode {}", mode.as_str()),
+        ));
+    }
+    // The shared checks, on a copy without the database-only parts.
+    let mut checked = document.clone();
+    checked.mode = mode.checked_as().as_str().to_string();
+    checked.target.object = Some(table.to_string());
+    checked.target.create = None;
+    checked.target.new_name = None;
+    checked.target.configuration = None;
+    let mut compiled = compile(&checked, model)?;
+    for (group, docs) in [
+        ("fields", document.fields.as_slice()),
+        (
+            "override_fields",
+            document.override_fields.as_deref().unwrap_or_default(),
+        ),
+    ] {
+        for (index, doc) in docs.iter().enumerate() {
+            if doc.sync_mode.as_deref() == Some("create") {
+                return Err(FieldError::new(
+                    format!("{group}[{index}].sync_mode"),
+                    "per-field create is not supported for database targets (accepted: \
+                     updateOrCreate)",
+                ));
+            }
+        }
+    }
+    compiled.config = TargetConfig::default();
+    Ok((
+        compiled,
+        DatabaseSync {
+            mode,
+            table,
+            create,
+            preserve_table_on_resync,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod database_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn model() -> ModelInfo {
+        ModelInfo {
+            id: Uuid::nil(),
+            fields: ["email", "name"]
+                .iter()
+                .map(|name| ModelFieldRef {
+                    id: format!("id-{name}"),
+                    name: (*name).to_string(),
+                })
+                .collect(),
+            identifier: Some("email".into()),
+        }
+    }
+
+    fn document(mode: &str, target: Value) -> SyncDocument {
+        let source = |field: &str| json!({"model_id": Uuid::nil(), "field": field});
+        serde_json::from_value(json!({
+            "name": "people", "mode": mode, "target": target,
+            "identity": {"source": source("email"), "target": "email", "function": "Equality"},
+            "fields": [{"source": source("name"), "target": "name"}],
+            "schedule": {"frequency": "manual"},
+        }))
+        .unwrap()
+    }
+
+    fn connection() -> String {
+        Uuid::nil().to_string()
+    }
+
+    #[test]
+    fn tables_existing_and_new() {
+        let (sync, database) = compile_database(
+            &document(
+                "updateOrCreate",
+                json!({"connection_id": connection(), "object": "crm.people"}),
+            ),
+            &model(),
+            "postgresql",
+        )
+        .unwrap();
+        assert_eq!(sync.identity_target.as_deref(), Some("email"));
+        assert_eq!(database.mode, DatabaseMode::UpdateOrCreate);
+        assert_eq!(
+            database.table,
+            TableName {
+                schema: Some("crm".into()),
+                name: "people".into()
+            }
+        );
+        assert!(!database.create && database.preserve_table_on_resync);
+
+        let (_, database) = compile_database(
+            &document("create", json!({"connection_id": connection(),
+                "object": NEW_TARGET_PLACEHOLDER, "create": {"schema": "public", "table": "new_people"}})),
+            &model(),
+            "postgresql",
+        )
+        .unwrap();
+        assert!(database.create);
+        assert_eq!(database.table.to_string(), "public.new_people");
+
+        let (_, database) = compile_database(
+            &document(
+                "append",
+                json!({"connection_id": connection(), "new_name": "my.table",
+                "configuration": {"preserve_table_on_resync": false}}),
+            ),
+            &model(),
+            "sqlite",
+        )
+        .unwrap();
+        assert_eq!(database.table.schema, None, "SQLite names are never split");
+        assert_eq!(database.table.name, "my.table");
+        assert!(!database.preserve_table_on_resync);
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let cases = [
+            (
+                document(
+                    "snapshot",
+                    json!({"connection_id": connection(), "object": "t"}),
+                ),
+                "mysql",
+                "mode",
+            ),
+            (
+                document("create", json!({"connection_id": connection()})),
+                "sqlite",
+                "target.object",
+            ),
+            (
+                document(
+                    "create",
+                    json!({"connection_id": connection(), "object": "t",
+                    "new_name": "u"}),
+                ),
+                "sqlite",
+                "target.object",
+            ),
+            (
+                document(
+                    "create",
+                    json!({"connection_id": connection(),
+                    "create": {"schema": "public", "table": "t"}}),
+                ),
+                "mysql",
+                "target.create.schema",
+            ),
+            (
+                document(
+                    "create",
+                    json!({"connection_id": connection(), "object": "t",
+                    "configuration": {"ingestion_api": "bulk"}}),
+                ),
+                "postgresql",
+                "target.configuration.ingestion_api",
+            ),
+            (
+                document(
+                    "create",
+                    json!({"connection_id": connection(),
+                    "create": {"table": ""}}),
+                ),
+                "postgresql",
+                "target.create.table",
+            ),
+        ];
+        for (document, type_id, field) in cases {
+            let error = compile_database(&document, &model(), type_id).unwrap_err();
+            assert_eq!(error.field, field, "{error:?}");
+        }
+        let mut without_identity = document(
+            "remove",
+            json!({"connection_id": connection(), "object": "t"}),
+        );
+        without_identity.identity = None;
+        let error = compile_database(&without_identity, &model(), "mysql").unwrap_err();
+        assert_eq!(error.field, "identity");
+        let error = compile_database(
+            &document(
+                "updateOrCreate",
+                json!({"connection_id": connection(), "object": "t"}),
+            ),
+            &model(),
+            "salesforce",
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "target.connection_id");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

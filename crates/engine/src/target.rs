@@ -1,14 +1,38 @@
 //! The Salesforce side of a run: the target's describe, identity lookups (batched SOQL with
-//! every literal escaped by `ferry-soql`) and writes through sObject Collections and Bulk
-//! API 1.0. Every call goes through the connection's client, so each one is counted against
-//! the connection's daily budget before it is made.
+//! every literal escaped by `ferry-soql`) and writes through sObject Collections, Bulk API
+//! 1.0 and Bulk API 2.0. Every call goes through the connection's client, so each one is
+//! counted against the connection's daily budget before it is made.
+//!
+//! Which Bulk API (`ingestion_api: bulk`, or `automatic` above its threshold):
+//!
+//! - `concurrency_mode: Serial` → one Bulk API 1.0 job in `Serial` mode per object and
+//!   operation of a window, `bulk_batch_size` records per batch; Salesforce processes one
+//!   batch at a time, so rows never contend for parent locks. Results come back in input
+//!   order and map to rows by position.
+//! - `concurrency_mode: Parallel` → one Bulk API 2.0 ingest job per object and operation of
+//!   a window ([`SalesforceTarget::write_bulk2_job`]): one upload, Salesforce cuts it into
+//!   its own batches and processes them in parallel, and the job needs the fewest calls
+//!   (create, upload, close, status, successful results; failed results only when a record
+//!   failed). Bulk 2.0 results come back in no particular order, so each row must carry a
+//!   key the results echo: `Id` for updates and deletes, the identity field for creates and
+//!   upserts (unique within the job). A job whose rows have no such key
+//!   ([`SalesforceTarget::bulk2_key`] is `None`) goes through Bulk 1.0 instead. Rows missing
+//!   from both result sets (unprocessed) fail with `BULK_UNPROCESSED` and are retried on
+//!   the next run. `bulk_batch_size` shapes Bulk 1.0 batches only: Bulk 2.0 has no
+//!   client-side batches.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 
 use bytes::Bytes;
 use ferry_salesforce::bulk1::{Bulk1ContentType, Bulk1JobRequest, Bulk1Operation, ConcurrencyMode};
-use ferry_salesforce::bulk2::PollOptions;
+use ferry_salesforce::bulk2::{
+    ColumnDelimiter, IngestJobRequest, IngestOperation, IngestResultKind, IngestResults,
+    LineEnding, MAX_UPLOAD_BYTES, PollOptions, encode_csv,
+};
 use ferry_salesforce::{
     ApiErrorItem, CollectionOptions, QueryScope, Record, SObjectDescribe, SalesforceClient,
     SalesforceError, SaveResult,
@@ -41,7 +65,10 @@ pub struct SalesforceTarget {
     /// Whether lookups are needed at all.
     pub lookups: bool,
     /// The object's field names (lowercase).
-    fields: std::collections::HashSet<String>,
+    fields: HashSet<String>,
+    /// How long to wait before the first status check of a Bulk 2.0 job, in ms (learned
+    /// from earlier jobs of the run, shared by the clones running jobs).
+    bulk2_wait_ms: Arc<AtomicU64>,
 }
 
 /// Normalizes an identity value for matching (Salesforce compares case-insensitively).
@@ -133,6 +160,7 @@ impl SalesforceTarget {
             info,
             client,
             fields,
+            bulk2_wait_ms: Arc::new(AtomicU64::new(0)),
         })
     }
 
@@ -357,6 +385,351 @@ impl SalesforceTarget {
     }
 }
 
+impl SalesforceTarget {
+    /// The column whose echoed value ties a Bulk 2.0 result row to its input row: `Id` for
+    /// updates and deletes, the identity field for creates and upserts — `None` when a row
+    /// lacks it or two rows share a value (then only positional Bulk 1.0 results can tell
+    /// them apart).
+    pub fn bulk2_key(&self, operation: Operation, rows: &[WriteRow]) -> Option<String> {
+        let mut seen = HashSet::with_capacity(rows.len());
+        match operation {
+            Operation::Update | Operation::Delete => {
+                for (id, _) in rows {
+                    if !seen.insert(id.as_deref()?.to_string()) {
+                        return None;
+                    }
+                }
+                Some("Id".to_string())
+            }
+            Operation::Create | Operation::Upsert => {
+                let field = self.identity_field.as_deref()?;
+                for (_, payload) in rows {
+                    let value = payload
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(field))
+                        .and_then(|(_, v)| csv_text(v))?;
+                    if value.is_empty() || !seen.insert(bulk2_key_value(&value)) {
+                        return None;
+                    }
+                }
+                Some(field.to_string())
+            }
+        }
+    }
+
+    /// Writes rows through one Bulk API 2.0 ingest job (create, upload, close, wait,
+    /// results) and returns one result per row, in input order. `key` is the column from
+    /// [`SalesforceTarget::bulk2_key`]. Rows Salesforce did not process fail with
+    /// `BULK_UNPROCESSED`; a job that ends `Failed` fails the rows it did not report with
+    /// Salesforce's message (`BULK_JOB_FAILED`). A job that cannot be created, uploaded or
+    /// closed is an error.
+    pub async fn write_bulk2_job(
+        &self,
+        operation: Operation,
+        rows: &[WriteRow],
+        key: &str,
+        poll: PollOptions,
+    ) -> Result<Vec<SaveResult>, SalesforceError> {
+        let ingest_operation = match operation {
+            Operation::Create => IngestOperation::Insert,
+            Operation::Update => IngestOperation::Update,
+            Operation::Upsert => IngestOperation::Upsert,
+            Operation::Delete => IngestOperation::Delete,
+        };
+        let mut request = IngestJobRequest::new(self.object.clone(), ingest_operation);
+        if operation == Operation::Upsert {
+            request.external_id_field_name = self.identity_field.clone();
+        }
+        let columns = bulk2_columns(operation, rows);
+        let uploads = bulk2_uploads(&columns, rows)?;
+        let job = self.client.create_ingest_job(&request).await?;
+        for csv in uploads {
+            self.client.upload_ingest_data(&job.id, csv).await?;
+        }
+        self.client.complete_ingest_upload(&job.id).await?;
+        let (info, job_failure) = match self.wait_for_bulk2_job(&job.id, poll).await {
+            Ok(info) => (Some(info), None),
+            Err(SalesforceError::JobFailed { state, message, .. }) => {
+                let message = if message.is_empty() {
+                    format!("the bulk job ended in state {state}")
+                } else {
+                    message
+                };
+                (None, Some(message))
+            }
+            Err(error) => return Err(error),
+        };
+        let mut results: Vec<Option<SaveResult>> = vec![None; rows.len()];
+        let positions = bulk2_positions(operation, rows, key);
+        let want_successful = info
+            .as_ref()
+            .is_none_or(|i| i.number_records_processed > i.number_records_failed);
+        let want_failed = info.as_ref().is_none_or(|i| i.number_records_failed > 0);
+        for (kind, wanted) in [
+            (IngestResultKind::Successful, want_successful),
+            (IngestResultKind::Failed, want_failed),
+        ] {
+            if !wanted {
+                continue;
+            }
+            let fetched = self
+                .client
+                .ingest_results(&job.id, kind, ColumnDelimiter::Comma)
+                .await;
+            let set = match (fetched, &job_failure) {
+                (Ok(set), _) => set,
+                // A failed job may have no result sets; its rows fail below.
+                (Err(_), Some(_)) => continue,
+                (Err(error), None) => return Err(error),
+            };
+            place_bulk2_results(&set, key, &positions, &mut results);
+        }
+        let missing = match &job_failure {
+            Some(message) => ApiErrorItem::new("BULK_JOB_FAILED", message.clone(), Vec::new()),
+            None => ApiErrorItem::new(
+                "BULK_UNPROCESSED",
+                "Salesforce did not process the record in its Bulk job; it is retried on the next run",
+                Vec::new(),
+            ),
+        };
+        Ok(results
+            .into_iter()
+            .map(|result| {
+                result.unwrap_or_else(|| SaveResult {
+                    id: None,
+                    success: false,
+                    created: None,
+                    errors: vec![missing.clone()],
+                })
+            })
+            .collect())
+    }
+}
+
+impl SalesforceTarget {
+    /// Polls a closed Bulk 2.0 job until it ends. The first check waits as long as recent
+    /// jobs took (each status check is an API call): after a first check that found the job
+    /// done the next wait is a little shorter, after one that did not it is what the job
+    /// really took — so most jobs need a single check. Later checks back off from a quarter
+    /// of that. `Failed`/`Aborted` are [`SalesforceError::JobFailed`].
+    async fn wait_for_bulk2_job(
+        &self,
+        job_id: &str,
+        poll: PollOptions,
+    ) -> Result<ferry_salesforce::bulk2::JobInfo, SalesforceError> {
+        let closed = Instant::now();
+        let learned = Duration::from_millis(self.bulk2_wait_ms.load(Ordering::Relaxed));
+        let first_wait = learned.max(poll.initial_interval).min(poll.max_interval);
+        let mut interval = (first_wait / 4).max(poll.initial_interval / 4);
+        tokio::time::sleep(first_wait).await;
+        let mut checks = 0u32;
+        loop {
+            let info = self.client.get_ingest_job(job_id).await?;
+            checks += 1;
+            match info.state.as_str() {
+                "JobComplete" | "Failed" | "Aborted" => {
+                    let next = if checks == 1 {
+                        first_wait.mul_f64(BULK2_WAIT_SHRINK)
+                    } else {
+                        closed.elapsed()
+                    };
+                    let next_ms = u64::try_from(next.as_millis()).unwrap_or(u64::MAX);
+                    self.bulk2_wait_ms.store(next_ms, Ordering::Relaxed);
+                    if info.state == "JobComplete" {
+                        return Ok(info);
+                    }
+                    return Err(SalesforceError::JobFailed {
+                        job_id: job_id.to_string(),
+                        state: info.state.clone(),
+                        message: info.error_message.clone().unwrap_or_default(),
+                    });
+                }
+                _ => {}
+            }
+            if closed.elapsed() >= poll.timeout {
+                return Err(SalesforceError::JobTimeout {
+                    job_id: job_id.to_string(),
+                    waited: closed.elapsed(),
+                });
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(poll.max_interval);
+        }
+    }
+}
+
+/// After a Bulk 2.0 job was found done at the first status check, the next job's first
+/// check comes this much sooner (so the wait tracks the jobs' real duration from above).
+const BULK2_WAIT_SHRINK: f64 = 0.95;
+
+/// A JSON value as a Bulk 2.0 CSV cell (`None` for null).
+fn csv_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// How key values are compared between the upload and the echoed results (external ids
+/// and emails match case-insensitively in Salesforce).
+fn bulk2_key_value(value: &str) -> String {
+    value.trim().to_lowercase()
+}
+
+/// The CSV header: `Id` first for updates and deletes (deletes carry nothing else), then
+/// every payload key in first-seen order (`Rel.ExtField` keys are reference columns).
+fn bulk2_columns(operation: Operation, rows: &[WriteRow]) -> Vec<String> {
+    let mut columns = Vec::new();
+    let mut seen = HashSet::new();
+    if matches!(operation, Operation::Update | Operation::Delete) {
+        columns.push("Id".to_string());
+        seen.insert("id".to_string());
+    }
+    if operation == Operation::Delete {
+        return columns;
+    }
+    for (_, payload) in rows {
+        for key in payload.keys() {
+            if seen.insert(key.to_ascii_lowercase()) {
+                columns.push(key.clone());
+            }
+        }
+    }
+    columns
+}
+
+/// One row's cells. A field the row does not set is an empty cell (Salesforce leaves it
+/// unchanged); a null, or an empty string (which REST stores as null too), is `#N/A`
+/// (cleared) — except in a reference column, where a parent cannot be cleared through an
+/// external id and the cell stays empty (as `nest` leaves it out).
+fn bulk2_cells(columns: &[String], row: &WriteRow) -> Vec<Option<String>> {
+    let (id, payload) = row;
+    columns
+        .iter()
+        .map(|column| {
+            if column == "Id" && !payload.contains_key("Id") {
+                return Some(id.clone().unwrap_or_default());
+            }
+            match payload.get(column) {
+                None => Some(String::new()),
+                Some(value) => match csv_text(value) {
+                    Some(text) if !text.is_empty() => Some(text),
+                    _ if column.contains('.') => Some(String::new()),
+                    _ => None,
+                },
+            }
+        })
+        .collect()
+}
+
+/// Rows turned into CSV cells at a time (the cells of a whole job are never held at once).
+const CSV_ENCODE_ROWS: usize = 1_000;
+
+/// The CSV of rows: header, then the rows encoded [`CSV_ENCODE_ROWS`] at a time.
+fn bulk2_csv(columns: &[String], rows: &[WriteRow]) -> Result<Vec<u8>, SalesforceError> {
+    let header: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut csv = Vec::new();
+    let empty: [Vec<Option<&str>>; 0] = [];
+    csv.extend_from_slice(&encode_csv(
+        &header,
+        empty,
+        ColumnDelimiter::Comma,
+        LineEnding::Lf,
+    )?);
+    let header_len = csv.len();
+    for part in rows.chunks(CSV_ENCODE_ROWS) {
+        let cells: Vec<Vec<Option<String>>> =
+            part.iter().map(|row| bulk2_cells(columns, row)).collect();
+        let encoded = encode_csv(
+            &header,
+            cells.iter().map(|row| row.iter().map(Option::as_deref)),
+            ColumnDelimiter::Comma,
+            LineEnding::Lf,
+        )?;
+        // Every encoding starts with the same header line.
+        csv.extend_from_slice(encoded.get(header_len..).unwrap_or_default());
+    }
+    Ok(csv)
+}
+
+/// The CSV uploads of a job: all rows in one upload, split in halves while an upload
+/// would exceed Salesforce's size limit.
+fn bulk2_uploads(columns: &[String], rows: &[WriteRow]) -> Result<Vec<Bytes>, SalesforceError> {
+    let mut uploads = Vec::new();
+    let mut pending = vec![rows];
+    while let Some(part) = pending.pop() {
+        let csv = Bytes::from(bulk2_csv(columns, part)?);
+        if csv.len() > MAX_UPLOAD_BYTES && part.len() > 1 {
+            let (first, second) = part.split_at(part.len() / 2);
+            pending.push(second);
+            pending.push(first);
+            continue;
+        }
+        uploads.push(csv);
+    }
+    Ok(uploads)
+}
+
+/// Key value → row position, for matching results.
+fn bulk2_positions(operation: Operation, rows: &[WriteRow], key: &str) -> HashMap<String, usize> {
+    rows.iter()
+        .enumerate()
+        .filter_map(|(position, (id, payload))| {
+            let value = match operation {
+                Operation::Update | Operation::Delete => id.clone(),
+                Operation::Create | Operation::Upsert => payload
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(key))
+                    .and_then(|(_, v)| csv_text(v)),
+            }?;
+            Some((bulk2_key_value(&value), position))
+        })
+        .collect()
+}
+
+/// Puts each result row of a set at its input row's position.
+fn place_bulk2_results(
+    set: &IngestResults,
+    key: &str,
+    positions: &HashMap<String, usize>,
+    results: &mut [Option<SaveResult>],
+) {
+    for row in &set.rows {
+        let Some(position) = set
+            .value(row, key)
+            .and_then(|value| positions.get(&bulk2_key_value(value)))
+        else {
+            continue;
+        };
+        let result = match set.kind {
+            IngestResultKind::Successful => SaveResult {
+                id: row.id.clone(),
+                success: true,
+                created: row.created,
+                errors: Vec::new(),
+            },
+            _ => SaveResult {
+                id: row.id.clone(),
+                success: false,
+                created: None,
+                errors: vec![row.error.clone().unwrap_or_else(|| {
+                    ApiErrorItem::new(
+                        "UNKNOWN_ERROR",
+                        "Salesforce reported a failure without details",
+                        Vec::new(),
+                    )
+                })],
+            },
+        };
+        if let Some(slot) = results.get_mut(*position) {
+            *slot = Some(result);
+        }
+    }
+}
+
 /// Turns `Relationship.ExternalIdField` keys into Salesforce's nested reference form
 /// (`{"Account": {"Ext__c": "A-1"}}`); a null reference is left out (a parent cannot be
 /// cleared through an external id).
@@ -417,6 +790,91 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn row(id: Option<&str>, payload: Value) -> WriteRow {
+        (
+            id.map(str::to_string),
+            payload.as_object().cloned().unwrap_or_default(),
+        )
+    }
+
+    #[test]
+    fn bulk2_cells_tell_unset_from_null() {
+        let rows = [
+            row(
+                Some("003A"),
+                json!({"LastName": "A", "FirstName": null, "Title": "", "Account.Ext__c": null, "Age__c": 41}),
+            ),
+            row(Some("003B"), json!({"LastName": "B", "Phone": "1"})),
+        ];
+        let columns = bulk2_columns(Operation::Update, &rows);
+        assert_eq!(
+            columns,
+            [
+                "Id",
+                "LastName",
+                "FirstName",
+                "Title",
+                "Account.Ext__c",
+                "Age__c",
+                "Phone"
+            ]
+        );
+        let csv = String::from_utf8(bulk2_csv(&columns, &rows).unwrap()).unwrap();
+        assert_eq!(
+            csv,
+            "Id,LastName,FirstName,Title,Account.Ext__c,Age__c,Phone\n\
+             003A,A,#N/A,#N/A,,41,\n\
+             003B,B,,,,,1\n"
+        );
+        assert_eq!(bulk2_columns(Operation::Delete, &rows), ["Id"]);
+    }
+
+    #[test]
+    fn bulk2_csv_has_one_header_however_many_rows() {
+        let rows: Vec<WriteRow> = (0..CSV_ENCODE_ROWS * 2 + 3)
+            .map(|n| row(None, json!({"Email": format!("p{n}@example.com")})))
+            .collect();
+        let columns = bulk2_columns(Operation::Create, &rows);
+        let csv = String::from_utf8(bulk2_csv(&columns, &rows).unwrap()).unwrap();
+        assert_eq!(csv.lines().count(), rows.len() + 1);
+        assert_eq!(csv.matches("Email").count(), 1);
+        assert!(csv.ends_with(&format!("p{}@example.com\n", rows.len() - 1)));
+    }
+
+    #[test]
+    fn bulk2_results_map_back_by_key_whatever_their_order() {
+        let rows = [
+            row(None, json!({"Email": "Ada@example.com", "LastName": "L"})),
+            row(None, json!({"Email": "grace@example.com", "LastName": ""})),
+            row(None, json!({"Email": "alan@example.com", "LastName": "T"})),
+        ];
+        let positions = bulk2_positions(Operation::Create, &rows, "Email");
+        let mut results: Vec<Option<SaveResult>> = vec![None; rows.len()];
+        let successful = ferry_salesforce::bulk2::parse_ingest_results(
+            IngestResultKind::Successful,
+            b"\"sf__Id\",\"sf__Created\",Email,LastName\n\"003X\",\"true\",\"ada@example.com\",\"L\"\n",
+            ColumnDelimiter::Comma,
+        )
+        .unwrap();
+        let failed = ferry_salesforce::bulk2::parse_ingest_results(
+            IngestResultKind::Failed,
+            b"\"sf__Id\",\"sf__Error\",Email,LastName\n\"\",\"REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --\",\"grace@example.com\",\"#N/A\"\n",
+            ColumnDelimiter::Comma,
+        )
+        .unwrap();
+        place_bulk2_results(&failed, "Email", &positions, &mut results);
+        place_bulk2_results(&successful, "email", &positions, &mut results);
+        let ada = results[0].as_ref().unwrap();
+        assert!(ada.success);
+        assert_eq!(ada.id.as_deref(), Some("003X"));
+        assert_eq!(ada.created, Some(true));
+        let grace = results[1].as_ref().unwrap();
+        assert!(!grace.success);
+        assert_eq!(grace.errors[0].error_code, "REQUIRED_FIELD_MISSING");
+        assert_eq!(grace.errors[0].fields, ["LastName"]);
+        assert!(results[2].is_none(), "alan was not processed");
+    }
 
     #[test]
     fn external_id_references_are_nested() {
