@@ -1637,3 +1637,194 @@ both_stores!(
     scheduled,
     external_id_references,
 );
+
+/// The three write paths — REST (sObject Collections), Bulk API 1.0 (`Serial`) and Bulk API
+/// 2.0 (`Parallel`) — leave the same Salesforce state for the same rows: creates, then
+/// updates that change values, clear fields (nulls as JSON null / `#N/A`) and set dates;
+/// a row Salesforce rejects fails with the same error code, keyed to its identity, on
+/// every path. Each path writes its own copy of the people (`+<api>` in the email).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_bulk1_and_bulk2_agree() {
+    let h = sqlite_harness().await;
+    h.source(
+        "ALTER TABLE people ADD COLUMN born TEXT;
+         UPDATE people SET born = '1815-12-10' WHERE email = 'ada@example.com';
+         UPDATE people SET born = '1906-12-09', first_name = NULL WHERE email = 'grace@example.com';
+         UPDATE people SET born = '1912-06-23' WHERE email = 'alan@example.com';
+         INSERT INTO people VALUES ('nameless@example.com', 'No', NULL, 1, NULL, '2000-01-01');",
+    )
+    .await;
+    let sqlite = h
+        .ok(
+            "POST",
+            "/api/connections",
+            Some(json!({"name": "people db", "type": "sqlite",
+                        "configuration": {"path": h.source_path}})),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let connection = h.salesforce_connection(json!({})).await;
+    let paths = [
+        ("rest", json!({"ingestion_api": "rest"})),
+        (
+            "bulkone",
+            json!({"ingestion_api": "bulk", "concurrency_mode": "Serial", "bulk_batch_size": 2}),
+        ),
+        (
+            "bulktwo",
+            json!({"ingestion_api": "bulk", "concurrency_mode": "Parallel"}),
+        ),
+    ];
+    let mut syncs = Vec::new();
+    for (api, configuration) in &paths {
+        let model = h
+            .ok(
+                "POST",
+                "/api/models",
+                Some(json!({"name": format!("people {api}"), "connection_id": sqlite,
+                    "configuration": {"query": format!(
+                        "SELECT replace(email, '@', '+{api}@') AS email, first_name, last_name, born FROM people")},
+                    "identifier": "email"})),
+            )
+            .await["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut configuration = configuration.clone();
+        configuration["insert_null_values"] = json!(true);
+        let mut body = h.sync_body(
+            &connection,
+            &model,
+            "Contact",
+            "updateOrCreate",
+            configuration,
+        );
+        body["name"] = json!(api);
+        body["fields"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"target": "Birthdate", "source": {"model_id": model, "field": "born"}}));
+        syncs.push((*api, h.create_sync(body).await));
+    }
+    let bulk1_jobs = |calls: &Value| {
+        calls["calls"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("POST /services/async/") && k.ends_with("/job"))
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let bulk2_jobs = |calls: &Value| {
+        calls["calls"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("POST ") && k.ends_with("/jobs/ingest"))
+            .map(|(_, n)| n.as_u64().unwrap())
+            .sum::<u64>()
+    };
+    let state = |api: &'static str| {
+        let h = &h;
+        async move {
+            let mut rows: Vec<Value> = h
+                .query(&format!(
+                    "SELECT Email, FirstName, LastName, Birthdate FROM Contact \
+                     WHERE Email LIKE '%+{api}@%' ORDER BY Email"
+                ))
+                .await
+                .into_iter()
+                .map(|mut record| {
+                    record.remove("attributes");
+                    let email = record["Email"]
+                        .as_str()
+                        .unwrap()
+                        .replace(&format!("+{api}"), "");
+                    record.insert("Email".into(), json!(email));
+                    Value::Object(record)
+                })
+                .collect();
+            rows.sort_by_key(|r| r["Email"].as_str().unwrap().to_string());
+            rows
+        }
+    };
+
+    // Creates (the nameless row fails: LastName is required).
+    let mut first_states = Vec::new();
+    for (api, sync) in &syncs {
+        h.admin(reqwest::Method::DELETE, "calls", None).await;
+        let run = h.run(sync, json!({})).await;
+        assert_counts(&run, json!({"total": 6, "insert": 5, "error": 1}));
+        let errors = h.log(sync, &run, "errors").await;
+        assert_eq!(errors.len(), 1, "{api}: {errors:?}");
+        assert_eq!(
+            errors[0]["identity"],
+            format!("nameless+{api}@example.com"),
+            "{api}"
+        );
+        assert_eq!(errors[0]["error_code"], "REQUIRED_FIELD_MISSING", "{api}");
+        let calls = h.admin(reqwest::Method::GET, "calls", None).await;
+        match *api {
+            "bulkone" => assert!(bulk1_jobs(&calls) > 0 && bulk2_jobs(&calls) == 0, "{calls}"),
+            "bulktwo" => assert!(bulk2_jobs(&calls) > 0 && bulk1_jobs(&calls) == 0, "{calls}"),
+            _ => assert!(bulk1_jobs(&calls) + bulk2_jobs(&calls) == 0, "{calls}"),
+        }
+        first_states.push(state(api).await);
+    }
+    assert_eq!(first_states[0], first_states[1], "REST vs Bulk 1.0");
+    assert_eq!(first_states[0], first_states[2], "REST vs Bulk 2.0");
+    let grace = first_states[0]
+        .iter()
+        .find(|c| c["Email"] == "grace@example.com")
+        .unwrap();
+    assert_eq!(grace["FirstName"], Value::Null);
+    assert_eq!(grace["Birthdate"], "1906-12-09");
+
+    // Updates: a value cleared, a date changed, a date cleared, a name set.
+    h.source(
+        "UPDATE people SET first_name = NULL, born = '1816-01-01' WHERE email = 'ada@example.com';
+         UPDATE people SET first_name = 'Grace', born = NULL WHERE email = 'grace@example.com';",
+    )
+    .await;
+    let mut second_states = Vec::new();
+    for (api, sync) in &syncs {
+        let run = h.run(sync, json!({})).await;
+        // Two changed rows are updated; the nameless row is retried and fails again.
+        assert_counts(&run, json!({"total": 3, "update": 2, "error": 1}));
+        let errors = h.log(sync, &run, "errors").await;
+        assert_eq!(errors[0]["error_code"], "REQUIRED_FIELD_MISSING", "{api}");
+        second_states.push(state(api).await);
+    }
+    assert_eq!(second_states[0], second_states[1], "REST vs Bulk 1.0");
+    assert_eq!(second_states[0], second_states[2], "REST vs Bulk 2.0");
+    let ada = second_states[0]
+        .iter()
+        .find(|c| c["Email"] == "ada@example.com")
+        .unwrap();
+    assert_eq!(ada["FirstName"], Value::Null);
+    assert_eq!(ada["Birthdate"], "1816-01-01");
+    let grace = second_states[0]
+        .iter()
+        .find(|c| c["Email"] == "grace@example.com")
+        .unwrap();
+    assert_eq!(grace["FirstName"], "Grace");
+    assert_eq!(grace["Birthdate"], Value::Null);
+
+    // Nothing changed (and the failing row gone from the model): no path writes anything.
+    h.source("DELETE FROM people WHERE email = 'nameless@example.com'")
+        .await;
+    for (api, sync) in &syncs {
+        let before = h.admin(reqwest::Method::GET, "calls", None).await;
+        let run = h.run(sync, json!({})).await;
+        assert_counts(&run, json!({"total": 0, "error": 0}));
+        let after = h.admin(reqwest::Method::GET, "calls", None).await;
+        assert_eq!(
+            bulk1_jobs(&before) + bulk2_jobs(&before),
+            bulk1_jobs(&after) + bulk2_jobs(&after),
+            "{api}: {after}"
+        );
+    }
+    h.finish().await;
+}

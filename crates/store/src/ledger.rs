@@ -16,8 +16,27 @@ use crate::syncs::placeholders;
 use crate::{Result, StoreError, for_each_backend, from_millis};
 
 /// Largest number of identities looked up per statement (keeps bind counts far below both
-/// backends' limits).
-pub const LOOKUP_CHUNK: usize = 500;
+/// backends' limits, and SQLite's linear `$n` lookup cheap).
+pub const LOOKUP_CHUNK: usize = 100;
+
+/// Entries written per statement (6 binds each). Small on purpose: SQLite resolves each
+/// `$n` by a linear scan of the statement's parameters, so binding is quadratic in them.
+const WRITE_CHUNK: usize = 40;
+
+/// The entries with only the last one of each identity kept, in order (later entries
+/// replace earlier ones, as separate writes would).
+fn last_per_identity(entries: &[LedgerEntry]) -> Vec<&LedgerEntry> {
+    let mut last = std::collections::HashMap::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        last.insert(entry.identity.as_str(), index);
+    }
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(index, entry)| last.get(entry.identity.as_str()) == Some(index))
+        .map(|(_, entry)| entry)
+        .collect()
+}
 
 /// One ledger entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,31 +136,42 @@ macro_rules! impl_ledger {
                     return Ok(());
                 }
                 let now = ferry_core::time::now_millis().timestamp_millis();
+                let entries = last_per_identity(entries);
                 let mut tx = self.pool.begin().await?;
-                for entry in entries {
-                    sqlx::query(
+                // Multi-row statements (one identity at most once per statement, as
+                // PostgreSQL's ON CONFLICT requires).
+                for chunk in entries.chunks(WRITE_CHUNK) {
+                    let values: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("($1, {})", placeholders(2 + i * 6, 6)))
+                        .collect();
+                    let sql = format!(
                         "INSERT INTO sync_ledger \
                          (sync_id, identity, hash, record_id, outcome, error_code, updated_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                         VALUES {} \
                          ON CONFLICT (sync_id, identity) DO UPDATE SET hash = excluded.hash, \
                          record_id = excluded.record_id, outcome = excluded.outcome, \
                          error_code = excluded.error_code, updated_at = excluded.updated_at",
-                    )
-                    .bind(sync_id.to_string())
-                    .bind(&entry.identity)
-                    .bind(&entry.hash)
-                    .bind(&entry.record_id)
-                    .bind(&entry.outcome)
-                    .bind(&entry.error_code)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(|error| match &error {
-                        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                            StoreError::NotFound { entity: "sync" }
-                        }
-                        _ => StoreError::Database(error),
-                    })?;
+                        values.join(", ")
+                    );
+                    let mut query = sqlx::query(&sql).bind(sync_id.to_string());
+                    for entry in chunk {
+                        query = query
+                            .bind(&entry.identity)
+                            .bind(&entry.hash)
+                            .bind(&entry.record_id)
+                            .bind(&entry.outcome)
+                            .bind(&entry.error_code)
+                            .bind(now);
+                    }
+                    query
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(|error| match &error {
+                            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                                StoreError::NotFound { entity: "sync" }
+                            }
+                            _ => StoreError::Database(error),
+                        })?;
                 }
                 tx.commit().await?;
                 Ok(())
@@ -166,3 +196,22 @@ macro_rules! impl_ledger {
     };
 }
 for_each_backend!(impl_ledger);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_entry_of_an_identity_wins() {
+        let entries = [
+            LedgerEntry::new("a", None, None, "pending_create", None),
+            LedgerEntry::new("b", None, None, "failed", None),
+            LedgerEntry::new("a", Some("h".into()), Some("003".into()), "inserted", None),
+        ];
+        let kept: Vec<(&str, &str)> = last_per_identity(&entries)
+            .into_iter()
+            .map(|e| (e.identity.as_str(), e.outcome.as_str()))
+            .collect();
+        assert_eq!(kept, [("b", "failed"), ("a", "inserted")]);
+    }
+}

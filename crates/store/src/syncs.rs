@@ -335,6 +335,10 @@ fn now() -> i64 {
     ferry_core::time::now_millis().timestamp_millis()
 }
 
+/// Record-log lines written per statement (3 binds each; small for SQLite, whose `$n`
+/// lookup is linear in the number of parameters).
+const RECORD_WRITE_CHUNK: usize = 80;
+
 /// `$first, $first+1, ...` for `count` placeholders.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -755,17 +759,21 @@ macro_rules! impl_syncs {
                     return Ok(());
                 }
                 let mut tx = self.pool.begin().await?;
-                for line in lines {
-                    sqlx::query(
+                // Multi-row statements: 3 binds per line plus the execution id.
+                for chunk in lines.chunks(RECORD_WRITE_CHUNK) {
+                    let values: Vec<String> = (0..chunk.len())
+                        .map(|i| format!("($1, {})", placeholders(2 + i * 3, 3)))
+                        .collect();
+                    let sql = format!(
                         "INSERT INTO sync_execution_records (execution_id, log_type, seq, line) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(id.to_string())
-                    .bind(&line.log_type)
-                    .bind(line.seq)
-                    .bind(&line.line)
-                    .execute(&mut *tx)
-                    .await?;
+                         VALUES {}",
+                        values.join(", ")
+                    );
+                    let mut query = sqlx::query(&sql).bind(id.to_string());
+                    for line in chunk {
+                        query = query.bind(&line.log_type).bind(line.seq).bind(&line.line);
+                    }
+                    query.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
                 Ok(())
