@@ -19,10 +19,11 @@
 //! (writable in the mode; the identity must be `Id`, an external id or an idLookup field).
 //! Options Ferry cannot honour yet answer 422 "not supported yet" naming the field.
 //!
-//! Executions run on tasks owned by the API state ([`ferry_engine::Runner`]); at most one
-//! per sync (409 otherwise). An execution the store lists as running but no task of this
-//! process owns was interrupted by a restart: it is marked `interrupted` when the next one
-//! starts.
+//! Starting an execution enqueues a job ([`crate::jobs`]); a worker — in this process or a
+//! `ferry worker` — claims and runs it. At most one unfinished execution per sync (409
+//! otherwise). Cancel sets the execution to `canceling`, which the worker running it polls
+//! at batch boundaries; a job nobody claimed yet is canceled on the spot. An unfinished
+//! execution without a live job is marked `interrupted` when it is next looked at.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -33,7 +34,6 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
-use ferry_connectors::Selection;
 use ferry_core::FieldError;
 use ferry_core::time::rfc3339;
 use ferry_engine::spec::{
@@ -41,7 +41,9 @@ use ferry_engine::spec::{
     TargetFieldInfo, check_target_fields, compile,
 };
 use ferry_engine::{CancellationToken, CompiledSync, RunContext, RunOptions};
-use ferry_store::{Execution, ExecutionPage, ModelSync, StoreError, SyncFilter, SyncWrite};
+use ferry_store::{
+    Execution, ExecutionPage, JobStatus, ModelSync, StoreError, SyncFilter, SyncWrite,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -50,6 +52,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::middleware::Caller;
+use crate::pagination::{EXECUTION_PAGE, EXECUTION_PAGE_MAX, Page};
 use crate::routes::{ApiRoutes, Operation};
 
 pub mod scheduler;
@@ -60,11 +63,6 @@ pub const LOG_FILE_LINES: i64 = 10_000;
 
 /// Default and largest page of `GET /api/syncs`.
 pub const SYNC_PAGE: i64 = 50;
-
-/// Default page of executions; the largest is [`EXECUTION_PAGE_MAX`].
-pub const EXECUTION_PAGE: i64 = 50;
-/// Largest page of executions.
-pub const EXECUTION_PAGE_MAX: i64 = 100;
 
 /// How long a delete waits for a running execution to stop.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
@@ -351,34 +349,14 @@ async fn compile_document(
     Ok((compiled, model))
 }
 
-async fn prepare(state: &AppState, caller: &Caller, body: Value) -> ApiResult<Prepared> {
-    let document = parse_document(body)?;
-    let connection_id = document.target.connection_id;
-    match state
-        .store()
-        .connection(caller.organization_id, connection_id)
-        .await
-    {
-        Ok(connection) if connection.type_id == "salesforce" => {}
-        Ok(connection) => {
-            return Err(field_error(FieldError::new(
-                "target.connection_id",
-                format!(
-                    "model syncs write to Salesforce connections; this is a '{}' connection",
-                    connection.type_id
-                ),
-            )));
-        }
-        Err(StoreError::NotFound { .. }) => {
-            return Err(field_error(FieldError::new(
-                "target.connection_id",
-                format!("connection {connection_id} not found"),
-            )));
-        }
-        Err(error) => return Err(error.into()),
-    }
-    let (compiled, model) = compile_document(state, caller.organization_id, &document).await?;
-    let schedule = ferry_engine::spec::schedule_of(&document).map_err(field_error)?;
+/// The schedule of a document: valid, `runafter` dependencies exist, and scheduled
+/// frequencies only while a scheduler runs.
+async fn check_schedule(
+    state: &AppState,
+    caller: &Caller,
+    document: &SyncDocument,
+) -> ApiResult<()> {
+    let schedule = ferry_engine::spec::schedule_of(document).map_err(field_error)?;
     for (index, dependency) in ferry_engine::spec::run_after_syncs(&schedule)
         .map_err(field_error)?
         .into_iter()
@@ -406,6 +384,45 @@ async fn prepare(state: &AppState, caller: &Caller, body: Value) -> ApiResult<Pr
             ),
         )));
     }
+    Ok(())
+}
+
+async fn prepare(state: &AppState, caller: &Caller, body: Value) -> ApiResult<Prepared> {
+    let document = parse_document(body)?;
+    let connection_id = document.target.connection_id;
+    match state
+        .store()
+        .connection(caller.organization_id, connection_id)
+        .await
+    {
+        Ok(connection) if connection.type_id == "salesforce" => {}
+        Ok(connection)
+            if ferry_engine::spec::DATABASE_TARGET_TYPES.contains(&connection.type_id.as_str()) =>
+        {
+            // Tables of PostgreSQL, MySQL and SQLite: see `targets`.
+            let write = targets::prepare_database(state, caller, document, connection).await?;
+            return Ok(Prepared { write });
+        }
+        Ok(connection) => {
+            return Err(field_error(FieldError::new(
+                "target.connection_id",
+                format!(
+                    "model syncs write to Salesforce, PostgreSQL, MySQL and SQLite \
+                     connections; this is a '{}' connection",
+                    connection.type_id
+                ),
+            )));
+        }
+        Err(StoreError::NotFound { .. }) => {
+            return Err(field_error(FieldError::new(
+                "target.connection_id",
+                format!("connection {connection_id} not found"),
+            )));
+        }
+        Err(error) => return Err(error.into()),
+    }
+    let (compiled, model) = compile_document(state, caller.organization_id, &document).await?;
+    check_schedule(state, caller, &document).await?;
 
     // The target object and its fields, from Salesforce.
     let (_, _, client) =
@@ -594,25 +611,6 @@ fn execution_body(execution: &Execution) -> Value {
     })
 }
 
-fn page_token(offset: i64, returned: usize, limit: i64) -> Value {
-    if returned as i64 == limit {
-        Value::String((offset + limit).to_string())
-    } else {
-        Value::Null
-    }
-}
-
-fn parse_offset(token: Option<&str>) -> ApiResult<i64> {
-    match token.map(str::trim).filter(|t| !t.is_empty()) {
-        None => Ok(0),
-        Some(token) => token
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::bad_request("page_token is not a token this server issued")),
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Sync handlers
 // ---------------------------------------------------------------------------------------
@@ -631,11 +629,12 @@ async fn list(
     caller: Caller,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<Value>> {
-    let limit = match query.limit {
-        Some(n) if n > 0 => n.min(SYNC_PAGE),
-        _ => SYNC_PAGE,
-    };
-    let offset = parse_offset(query.page_token.as_deref())?;
+    let page = Page::from_query(
+        query.page_token.as_deref(),
+        query.limit,
+        SYNC_PAGE,
+        SYNC_PAGE,
+    )?;
     let filter = SyncFilter {
         active: query.active,
         mode: query.mode.filter(|m| !m.is_empty()),
@@ -643,12 +642,12 @@ async fn list(
     };
     let syncs = state
         .store()
-        .list_syncs(caller.organization_id, &filter, offset, limit)
+        .list_syncs(caller.organization_id, &filter, page.offset, page.limit)
         .await?;
     let data: Vec<Value> = syncs.iter().map(list_item).collect();
     Ok(Json(json!({
         "data": data,
-        "pagination": {"next_page_token": page_token(offset, syncs.len(), limit)},
+        "pagination": {"next_page_token": page.next_token(syncs.len())},
     })))
 }
 
@@ -750,14 +749,13 @@ async fn remove(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     let sync = state.store().sync(caller.organization_id, id).await?;
-    if !state
-        .sync_runner()
-        .cancel_and_wait(sync.id, STOP_TIMEOUT)
-        .await
-    {
-        return Err(ApiError::conflict(
-            "the sync's execution is still stopping; retry shortly",
-        ));
+    if let Some(execution) = settle_orphan(&state, sync.id).await? {
+        cancel_running(&state, sync.id, &execution).await?;
+        if !crate::jobs::wait_until_stopped(&state, sync.id, STOP_TIMEOUT).await? {
+            return Err(ApiError::conflict(
+                "the sync's execution is still stopping; retry shortly",
+            ));
+        }
     }
     state
         .store()
@@ -799,12 +797,19 @@ struct StartBody {
     identities: Option<Vec<String>>,
 }
 
-/// Marks an execution the store lists as unfinished but no task owns as `interrupted`.
+/// Marks an execution the store lists as unfinished but no job carries (a process stopped
+/// between writing it and finishing it, or its job ended without settling it) as
+/// `interrupted`; returns the execution that is really unfinished, if any.
 pub(crate) async fn settle_orphan(state: &AppState, sync_id: Uuid) -> ApiResult<Option<Execution>> {
     let Some(active) = state.store().active_execution(sync_id).await? else {
         return Ok(None);
     };
     if state.sync_runner().running_execution(sync_id) == Some(active.id) {
+        return Ok(Some(active));
+    }
+    if let Some(job) = state.store().job_for_execution(active.id).await?
+        && job.status != JobStatus::Done
+    {
         return Ok(Some(active));
     }
     state
@@ -815,25 +820,8 @@ pub(crate) async fn settle_orphan(state: &AppState, sync_id: Uuid) -> ApiResult<
             "interrupted",
         )
         .await?;
-    tracing::warn!(execution_id = %active.id, "execution interrupted by a restart");
+    tracing::warn!(execution_id = %active.id, "execution without a job marked interrupted");
     Ok(None)
-}
-
-fn selection_of(model: &ferry_store::Model) -> ApiResult<Selection> {
-    let configuration = &model.configuration;
-    let text = |key: &str| configuration.get(key).and_then(Value::as_str);
-    if let Some(query) = text("query") {
-        Ok(Selection::Query(query.to_string()))
-    } else if let Some(table) = text("table") {
-        Ok(Selection::Table(table.to_string()))
-    } else if let Some(view) = text("view") {
-        Ok(Selection::View(view.to_string()))
-    } else {
-        Err(ApiError::unprocessable(format!(
-            "model {} has no table, view or query",
-            model.id
-        )))
-    }
 }
 
 async fn start(
@@ -897,9 +885,10 @@ async fn start(
     }})))
 }
 
-/// Starts an execution of a sync (the API's start and the scheduler): compiles the stored
-/// document, gets the Salesforce client and the model's reader, records the execution and
-/// hands the run to the runner. 409 while one runs.
+/// Starts an execution of a sync (the API's start and the scheduler): checks what can fail
+/// before the run starts (so the request answers it), then records the execution and its
+/// job in one transaction; a worker (in this process or a `ferry worker`) runs it. 409
+/// while one runs.
 pub(crate) async fn start_execution(
     state: &AppState,
     organization_id: Uuid,
@@ -907,25 +896,31 @@ pub(crate) async fn start_execution(
     options: RunOptions,
     execution_type: &str,
 ) -> ApiResult<Execution> {
+    crate::jobs::enqueue_model_sync(state, organization_id, sync, options, execution_type).await
+}
+
+/// What an execution of a sync needs besides its ids and options, built from stored rows:
+/// the compiled document, the target's (budgeted) client and the model. The API builds it
+/// to refuse a start that cannot run; the worker that claims the job builds it again and
+/// turns it into the engine's [`RunContext`].
+pub struct PreparedModelSync {
+    compiled: CompiledSync,
+    target: ferry_engine::RunTarget,
+    model: ferry_store::Model,
+    organization_id: Uuid,
+    first_run: bool,
+}
+
+/// Builds a [`PreparedModelSync`] from the stored sync, its model and its connections.
+pub async fn prepare_model_sync(
+    state: &AppState,
+    organization_id: Uuid,
+    sync: &ModelSync,
+) -> ApiResult<PreparedModelSync> {
     let document: SyncDocument = serde_json::from_value(sync.document.clone())
         .map_err(|error| ApiError::internal(format!("stored sync document: {error}")))?;
-    let (compiled, model) = compile_document(state, organization_id, &document).await?;
-    // Everything that can fail before the run starts answers the request.
-    let (_, _, client) =
-        crate::salesforce_clients::client_for(state, organization_id, sync.target_connection_id)
-            .await?;
-    let source = crate::models::load_source(state, organization_id, model.connection_id).await?;
-    let model_source = state
-        .registry()
-        .get(&source.connection.type_id)
-        .and_then(|connector| connector.model_source())
-        .ok_or_else(|| {
-            ApiError::unprocessable(format!(
-                "connections of type '{}' cannot be model sources",
-                source.connection.type_id
-            ))
-        })?;
-    let selection = selection_of(&model)?;
+    let (compiled, model, target) =
+        targets::run_target(state, organization_id, sync.target_connection_id, &document).await?;
     let first_run = state
         .store()
         .list_executions(
@@ -939,38 +934,44 @@ pub(crate) async fn start_execution(
         )
         .await?
         .is_empty();
-
-    let execution = match state
-        .store()
-        .create_execution(sync.id, execution_type)
-        .await
-    {
-        Ok(execution) => execution,
-        Err(StoreError::AlreadyExists { .. }) => {
-            return Err(ApiError::conflict("an execution of this sync is running"));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let rows = model_source.read(
-        &source.configuration,
-        &selection,
-        None,
-        ferry_engine::run::window_rows(&compiled),
-    );
-    state.sync_runner().start(RunContext {
-        sync_id: sync.id,
-        execution_id: execution.id,
-        sync: compiled,
-        options,
+    Ok(PreparedModelSync {
+        compiled,
+        target,
+        model,
+        organization_id,
         first_run,
-        store: state.store().clone(),
-        client,
-        rows,
-        cancel: CancellationToken::new(),
-    });
-    tracing::info!(sync_id = %sync.id, execution_id = %execution.id, execution_type, "execution started");
-    crate::events::watch_sync_execution(state, sync, execution.id, execution_type);
-    Ok(execution)
+    })
+}
+
+impl PreparedModelSync {
+    /// The engine's context for one execution (opens the model's row stream).
+    pub async fn into_context(
+        self,
+        state: &AppState,
+        sync_id: Uuid,
+        execution_id: Uuid,
+        options: RunOptions,
+        cancel: CancellationToken,
+    ) -> ApiResult<RunContext> {
+        let rows = crate::models::model_rows(
+            state,
+            self.organization_id,
+            &self.model,
+            ferry_engine::run::window_rows(&self.compiled),
+        )
+        .await?;
+        Ok(RunContext {
+            sync_id,
+            execution_id,
+            sync: self.compiled,
+            options,
+            first_run: self.first_run,
+            store: state.store().clone(),
+            target: self.target,
+            rows,
+            cancel,
+        })
+    }
 }
 
 async fn cancel_running(
@@ -984,12 +985,26 @@ async fn cancel_running(
             execution.id, execution.status
         ));
     }
+    // The flag every worker polls at batch boundaries, whichever process runs it.
     state
         .store()
         .transition_execution(execution.id, &["created", "queued", "running"], "canceling")
         .await?;
-    if !state.sync_runner().cancel(sync_id) {
-        // No task owns it here: it was interrupted by a restart.
+    let job = state.store().job_for_execution(execution.id).await?;
+    let unowned = match &job {
+        None => true,
+        Some(job) if job.status == JobStatus::Done => true,
+        // Not claimed yet: it never runs.
+        Some(job) if job.status == JobStatus::Queued => {
+            state.store().cancel_queued_job(job.id).await?
+        }
+        Some(_) => {
+            // Running here: stop it now rather than at the worker's next poll.
+            state.sync_runner().cancel(sync_id);
+            false
+        }
+    };
+    if unowned {
         state
             .store()
             .transition_execution(
@@ -1065,11 +1080,12 @@ async fn list_executions(
     ApiQuery(query): ApiQuery<ExecutionsQuery>,
 ) -> ApiResult<Json<Value>> {
     let sync = state.store().sync(caller.organization_id, id).await?;
-    let limit = match query.limit {
-        Some(n) if n > 0 => n.min(EXECUTION_PAGE_MAX),
-        _ => EXECUTION_PAGE,
-    };
-    let offset = parse_offset(query.page_token.as_deref())?;
+    let page = Page::from_query(
+        query.page_token.as_deref(),
+        query.limit,
+        EXECUTION_PAGE,
+        EXECUTION_PAGE_MAX,
+    )?;
     let executions = state
         .store()
         .list_executions(
@@ -1077,15 +1093,15 @@ async fn list_executions(
             ExecutionPage {
                 ascending: query.ascending.unwrap_or(false),
                 only_completed: query.only_completed.unwrap_or(false),
-                offset,
-                limit,
+                offset: page.offset,
+                limit: page.limit,
             },
         )
         .await?;
     let data: Vec<Value> = executions.iter().map(execution_body).collect();
     Ok(Json(json!({
         "data": data,
-        "pagination": {"next_page_token": page_token(offset, executions.len(), limit)},
+        "pagination": {"next_page_token": page.next_token(executions.len())},
     })))
 }
 

@@ -24,10 +24,24 @@ pub struct ServeArgs {
     pub store: StoreArgs,
 }
 
+/// `ferry serve`: the server's arguments plus its in-process job workers.
+#[derive(Debug, clap::Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub server: ServeArgs,
+    /// Jobs this process runs at once (in-process workers); 0 serves the API only and
+    /// leaves the jobs to `ferry worker` processes.
+    #[arg(long, env = "FERRY_WORKERS", default_value_t = ferry_api::jobs::DEFAULT_CONCURRENCY)]
+    pub workers: usize,
+    #[command(flatten)]
+    pub tuning: crate::worker::WorkerTuning,
+}
+
 /// Runs the API server until SIGINT or SIGTERM.
-pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(command: ServeCommand) -> anyhow::Result<()> {
     let signal = ShutdownSignal::install()?;
-    let server = Server::start(&args).await?;
+    let workers = (command.workers > 0).then(|| command.tuning.settings(command.workers));
+    let server = Server::start_with_workers(&command.server, workers).await?;
     println!(
         "Ferry is listening on http://{} (store: {})",
         server.address,
@@ -51,8 +65,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the store (bootstrapping an empty one), binds and starts serving.
+    /// Opens the store (bootstrapping an empty one), binds and starts serving, with the
+    /// default in-process workers.
     pub async fn start(args: &ServeArgs) -> anyhow::Result<Server> {
+        Server::start_with_workers(args, Some(ferry_api::jobs::WorkerSettings::default())).await
+    }
+
+    /// [`Server::start`] with in-process workers as given (`None`: the API only; jobs are
+    /// left to `ferry worker` processes).
+    pub async fn start_with_workers(
+        args: &ServeArgs,
+        workers: Option<ferry_api::jobs::WorkerSettings>,
+    ) -> anyhow::Result<Server> {
         let url = settings::database_url(&args.store)?;
         let cipher = settings::cipher(&args.store, &url)?;
         let store = ferry_store::open(&url).await.with_context(|| {
@@ -77,13 +101,28 @@ impl Server {
         let registry = ferry_connectors::registry_with(settings::registry_settings()?);
         let state = AppState::new(store.clone(), registry, cipher, api_settings);
         let app = ferry_api::router(state.clone());
+        match workers {
+            Some(settings) => {
+                tracing::info!(
+                    concurrency = settings.concurrency,
+                    "in-process workers enabled"
+                );
+                state.local_workers().start(&state, settings);
+            }
+            None => {
+                tracing::info!("no in-process workers (--workers 0): jobs wait for ferry worker");
+                state.local_workers().disable();
+            }
+        }
 
         let shutdown = CancellationToken::new();
         let purge = tokio::spawn(purge_expired_records(store.clone(), shutdown.clone()));
-        state.background().spawn(ferry_api::health::run_health_checks(
-            state.clone(),
-            shutdown.clone(),
-        ));
+        state
+            .background()
+            .spawn(ferry_api::health::run_health_checks(
+                state.clone(),
+                shutdown.clone(),
+            ));
         let scheduler = tokio::spawn(ferry_api::syncs::scheduler::run(
             state.clone(),
             shutdown.clone(),
@@ -114,9 +153,16 @@ impl Server {
         if let Err(error) = self.scheduler.await {
             tracing::warn!(%error, "sync scheduler ended abnormally");
         }
-        // Running sync executions stop at a batch boundary; their state is committed.
+        // Running sync executions stop at a batch boundary; their state is committed and
+        // their jobs go back to the queue.
         self.state
             .sync_runner()
+            .shutdown(Duration::from_secs(30))
+            .await;
+        self.state.local_workers().stopped().await;
+        // Bulk executions run in the API process: stop them at the engine's next check.
+        self.state
+            .bulk_runner()
             .shutdown(Duration::from_secs(30))
             .await;
         // Let in-flight background work (webhook deliveries) finish, within reason.

@@ -1,10 +1,12 @@
-//! Executions in flight: one tokio task per running execution, owned by the [`Runner`]
-//! (held by the API state), cancellable through its token and awaited on shutdown.
+//! Executions in flight in this process, owned by the [`Runner`] (held by the API state),
+//! each cancellable through its token and awaited on shutdown.
 //!
-//! The runner knows the executions of this process only. An execution the store says is
-//! running but no runner owns was left by a process that stopped mid-run; the API marks it
-//! `interrupted` before starting a new one (its confirmed rows are in the ledger, the rest
-//! is retried).
+//! Workers (`ferry_api::jobs`) run each claimed job's execution through [`Runner::run`] on
+//! the job's own task, so the API's cancel and delete can reach executions of this process
+//! directly; executions of other processes are reached through the store (the job queue).
+//! [`Runner::shutdown`] first cancels [`Runner::closing`], which stops the in-process
+//! workers from claiming more jobs, then cancels every execution at its next batch
+//! boundary and waits for it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +30,7 @@ struct Running {
 pub struct Runner {
     running: Arc<Mutex<HashMap<Uuid, Running>>>,
     schedulers: Arc<AtomicUsize>,
+    closing: CancellationToken,
 }
 
 /// Marks a scheduler loop as running while it lives (see [`Runner::scheduler_running`]).
@@ -74,6 +77,38 @@ impl Runner {
     /// The execution this process runs for a sync, if any.
     pub fn running_execution(&self, sync_id: Uuid) -> Option<Uuid> {
         self.lock().get(&sync_id).map(|r| r.execution_id)
+    }
+
+    /// Cancelled when [`Runner::shutdown`] begins: in-process workers stop claiming jobs.
+    pub fn closing(&self) -> &CancellationToken {
+        &self.closing
+    }
+
+    /// Whether [`Runner::shutdown`] has begun.
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_cancelled()
+    }
+
+    /// Runs an execution on the caller's task (a worker's job task), registered so that
+    /// [`Runner::cancel`] and [`Runner::shutdown`] reach it; returns how it ended.
+    pub async fn run(&self, context: RunContext) -> RunEnd {
+        let sync_id = context.sync_id;
+        let execution_id = context.execution_id;
+        self.lock().insert(
+            sync_id,
+            Running {
+                execution_id,
+                cancel: context.cancel.clone(),
+                handle: None,
+            },
+        );
+        // Deregisters even if the future is dropped mid-run.
+        let _registration = Registration {
+            runner: self,
+            sync_id,
+            execution_id,
+        };
+        execute(context).await
     }
 
     /// Starts an execution on its own task. The context's cancellation token is the one
@@ -163,11 +198,31 @@ impl Runner {
         handle.await.ok()
     }
 
-    /// Cancels every execution and waits for them.
+    /// Stops in-process workers from claiming, cancels every execution and waits for them.
     pub async fn shutdown(&self, timeout: Duration) {
+        self.closing.cancel();
         let ids: Vec<Uuid> = self.lock().keys().copied().collect();
         for id in ids {
             self.cancel_and_wait(id, timeout).await;
+        }
+    }
+}
+
+/// Removes a [`Runner::run`] entry when the run ends or is dropped.
+struct Registration<'r> {
+    runner: &'r Runner,
+    sync_id: Uuid,
+    execution_id: Uuid,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        let mut map = self.runner.lock();
+        if map
+            .get(&self.sync_id)
+            .is_some_and(|r| r.execution_id == self.execution_id)
+        {
+            map.remove(&self.sync_id);
         }
     }
 }

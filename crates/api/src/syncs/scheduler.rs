@@ -11,9 +11,10 @@
 //!
 //! While a loop runs, [`ferry_engine::Runner::scheduler_running`] is true and the API
 //! accepts scheduled frequencies; without one it answers 422, so a schedule is never a
-//! setting that does nothing. `ferry serve` runs the loop; with several processes sharing
-//! PostgreSQL, the unique "one unfinished execution per sync" index makes a second start
-//! of the same sync fail harmlessly.
+//! setting that does nothing. `ferry serve` runs the loop; a start enqueues a job that a
+//! worker runs ([`crate::jobs`]). With several processes sharing PostgreSQL, the unique
+//! "one unfinished execution per sync" index makes a second start of the same sync fail
+//! harmlessly.
 
 use std::time::Duration;
 
@@ -110,9 +111,8 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<Vec<Uuid>, Api
         if frequency == "manual" {
             continue;
         }
-        if state.sync_runner().running_execution(sync.id).is_some()
-            || super::settle_orphan(state, sync.id).await?.is_some()
-        {
+        // An unfinished execution (queued or running in any process) holds the sync.
+        if super::settle_orphan(state, sync.id).await?.is_some() {
             continue;
         }
         let last = state
@@ -153,5 +153,6 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> Result<Vec<Uuid>, Api
             }
         }
     }
+    started.extend(crate::bulk_syncs::schedules::tick(state, now).await?);
     Ok(started)
 }

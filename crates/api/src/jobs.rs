@@ -1,0 +1,581 @@
+//! Jobs and workers: every execution is a job in the store (`ferry_store::jobs`), and
+//! workers claim and run them.
+//!
+//! - [`enqueue_model_sync`]: the API's start and the scheduler check that the sync can run,
+//!   then write the execution and its job in one transaction (409 while one is unfinished).
+//! - [`run_worker`]: the worker loop — claims jobs (at most `concurrency` at once; the store
+//!   enforces the per-Salesforce-connection cap across processes), runs each on its own
+//!   task and heart-beats its lease every third of the lease. `ferry worker` runs it
+//!   against PostgreSQL; `ferry serve` runs it in process ([`LocalWorkers`]).
+//! - Dispatch: [`SUPPORTED_KINDS`] lists the kinds this build runs and `run_job` has one
+//!   match arm per kind.
+//!
+//! Model-sync jobs, per claim:
+//!
+//! 1. The job's execution is settled: `created` runs as is; `canceling` (canceled while no
+//!    worker held it) ends as `canceled`; anything else means a previous attempt started
+//!    it — its worker died (lease expired) or stopped — so the attempt's execution is
+//!    marked `interrupted` and the job continues as a **new execution of the same type**
+//!    (the old one keeps its logs and counts). The model-sync ledger makes re-running
+//!    safe: confirmed rows are skipped, creates whose outcome was lost are looked up by
+//!    identity (`pending_create`), so Salesforce gets every row once.
+//! 2. The engine's context is built from stored rows (`crate::syncs::prepare_model_sync`)
+//!    and the execution runs on the job's task through [`ferry_engine::Runner::run`]; its
+//!    events (`sync.running`, then the terminal one) are raised by this worker.
+//! 3. Every heartbeat also reads the execution's status: `canceling` (set by the API in
+//!    any process) cancels the run at the next batch boundary.
+//! 4. Shutdown (SIGTERM, `Runner::shutdown`) cancels the run at the next batch boundary;
+//!    the attempt is marked `interrupted`, its successor execution (`created`) is written
+//!    and the job handed back to the queue. A worker that finds its lease taken stops the
+//!    same way but leaves the job (and the successor) to its new owner.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_engine::{CancellationToken, RunEnd, RunOptions};
+use ferry_store::{ClaimRequest, Execution, Job, JobKind, ModelSync, NewJob, StoreError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// The job kinds this build's workers run (one arm each in `run_job`).
+pub const SUPPORTED_KINDS: &[JobKind] = &[JobKind::ModelSync];
+
+/// Default in-process / per-worker concurrency.
+pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// Default lease length.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+
+/// How a worker runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerSettings {
+    /// Unique id of this worker (lease owner).
+    pub owner: String,
+    /// Jobs run at once.
+    pub concurrency: usize,
+    /// Lease length; heartbeats come every third of it.
+    pub lease: Duration,
+    /// Time between claims while the queue is empty.
+    pub poll: Duration,
+    /// Most running jobs per Salesforce connection, across all workers.
+    pub connection_limit: i64,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        WorkerSettings {
+            owner: worker_id(),
+            concurrency: DEFAULT_CONCURRENCY,
+            lease: DEFAULT_LEASE,
+            poll: Duration::from_secs(1),
+            connection_limit: ferry_store::jobs::DEFAULT_CONNECTION_LIMIT,
+        }
+    }
+}
+
+impl WorkerSettings {
+    fn heartbeat(&self) -> Duration {
+        (self.lease / 3).max(Duration::from_millis(100))
+    }
+}
+
+/// A lease owner id: host, process id and a random suffix (unique per worker).
+pub fn worker_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string());
+    let suffix = Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &suffix[..8])
+}
+
+/// The parameters of a model-sync job (its run options).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct ModelSyncPayload {
+    #[serde(default)]
+    resync: bool,
+    #[serde(default)]
+    test: bool,
+    #[serde(default)]
+    identities: Option<Vec<String>>,
+}
+
+impl ModelSyncPayload {
+    fn from_options(options: &RunOptions) -> Self {
+        let identities = options.identities.as_ref().map(|set| {
+            let mut list: Vec<String> = set.iter().cloned().collect();
+            list.sort();
+            list
+        });
+        ModelSyncPayload {
+            resync: options.resync,
+            test: options.test,
+            identities,
+        }
+    }
+
+    fn into_options(self) -> RunOptions {
+        RunOptions {
+            resync: self.resync,
+            test: self.test,
+            identities: self.identities.map(|list| list.into_iter().collect()),
+        }
+    }
+}
+
+/// Enqueues an execution of a model sync: refuses what cannot run (bad document, model or
+/// Salesforce connection), then writes the execution and its job together. 409 while the
+/// sync has an unfinished execution.
+pub async fn enqueue_model_sync(
+    state: &AppState,
+    organization_id: Uuid,
+    sync: &ModelSync,
+    options: RunOptions,
+    execution_type: &str,
+) -> ApiResult<Execution> {
+    crate::syncs::prepare_model_sync(state, organization_id, sync).await?;
+    let payload = serde_json::to_value(ModelSyncPayload::from_options(&options))
+        .map_err(ApiError::internal)?;
+    let job = NewJob {
+        kind: JobKind::ModelSync,
+        organization_id,
+        subject_id: sync.id,
+        execution_id: Uuid::nil(),
+        payload,
+        connection_ids: vec![sync.target_connection_id],
+    };
+    let (execution, job) = match state.store().enqueue_model_sync(job, execution_type).await {
+        Ok(created) => created,
+        Err(StoreError::AlreadyExists { .. }) => {
+            return Err(ApiError::conflict("an execution of this sync is running"));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    tracing::info!(
+        sync_id = %sync.id,
+        execution_id = %execution.id,
+        job_id = %job.id,
+        execution_type,
+        "execution queued"
+    );
+    state.local_workers().wake(state);
+    Ok(execution)
+}
+
+/// Waits until the sync has no unfinished execution (any process); `false` on timeout.
+pub async fn wait_until_stopped(
+    state: &AppState,
+    sync_id: Uuid,
+    timeout: Duration,
+) -> ApiResult<bool> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if crate::syncs::settle_orphan(state, sync_id).await?.is_none() {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The in-process workers of an API state. By default they start with the first enqueued
+/// job ([`WorkerSettings::default`]); `ferry serve` starts them explicitly
+/// ([`LocalWorkers::start`]) or disables them (`--workers 0`, and `ferry worker`, which
+/// runs its own loop).
+#[derive(Debug, Default)]
+pub struct LocalWorkers {
+    mode: Mutex<LocalMode>,
+    wake: Notify,
+}
+
+#[derive(Debug, Default)]
+enum LocalMode {
+    #[default]
+    OnDemand,
+    Disabled,
+    Started(Option<tokio::task::JoinHandle<()>>),
+}
+
+impl LocalWorkers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LocalMode> {
+        self.mode
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// No in-process workers: jobs wait for `ferry worker` processes.
+    pub fn disable(&self) {
+        let mut mode = self.lock();
+        if matches!(*mode, LocalMode::OnDemand) {
+            *mode = LocalMode::Disabled;
+        }
+    }
+
+    /// Starts the in-process worker loop (once); it stops when the state's runner shuts
+    /// down ([`ferry_engine::Runner::shutdown`]).
+    pub fn start(&self, state: &AppState, settings: WorkerSettings) {
+        let mut mode = self.lock();
+        if matches!(*mode, LocalMode::Started(_)) {
+            return;
+        }
+        let shutdown = state.sync_runner().closing().clone();
+        let handle = tokio::spawn(run_worker(state.clone(), settings, shutdown));
+        *mode = LocalMode::Started(Some(handle));
+    }
+
+    /// Waits for the in-process worker loop to end (after the runner's shutdown began).
+    pub async fn stopped(&self) {
+        let handle = match &mut *self.lock() {
+            LocalMode::Started(handle) => handle.take(),
+            _ => None,
+        };
+        if let Some(handle) = handle
+            && let Err(error) = handle.await
+        {
+            tracing::warn!(%error, "the in-process worker ended abnormally");
+        }
+    }
+
+    /// A job was enqueued: starts on-demand workers, wakes an idle local worker.
+    fn wake(&self, state: &AppState) {
+        if matches!(*self.lock(), LocalMode::OnDemand) {
+            self.start(state, WorkerSettings::default());
+        }
+        self.wake.notify_one();
+    }
+}
+
+/// Claims and runs jobs until `shutdown`; then lets running jobs stop at a batch boundary,
+/// hands them back to the queue and returns.
+pub async fn run_worker(state: AppState, settings: WorkerSettings, shutdown: CancellationToken) {
+    let request = ClaimRequest {
+        owner: settings.owner.clone(),
+        lease: settings.lease,
+        connection_limit: settings.connection_limit,
+        kinds: SUPPORTED_KINDS.to_vec(),
+    };
+    let permits = Arc::new(tokio::sync::Semaphore::new(settings.concurrency.max(1)));
+    let tasks = tokio_util::task::TaskTracker::new();
+    tracing::info!(
+        owner = %settings.owner,
+        concurrency = settings.concurrency,
+        lease_seconds = settings.lease.as_secs_f64(),
+        "worker started"
+    );
+    loop {
+        let permit = tokio::select! {
+            () = shutdown.cancelled() => break,
+            permit = permits.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match state.store().claim_job(&request).await {
+            Ok(Some(job)) => {
+                tasks.spawn(run_job(
+                    state.clone(),
+                    settings.clone(),
+                    job,
+                    shutdown.clone(),
+                    permit,
+                ));
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "claiming a job failed"),
+        }
+        drop(permit);
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(settings.poll) => {}
+            () = state.local_workers().wake.notified() => {}
+        }
+    }
+    tasks.close();
+    tasks.wait().await;
+    tracing::info!(owner = %settings.owner, "worker stopped");
+}
+
+/// Runs one claimed job (the permit bounds the worker's concurrency).
+async fn run_job(
+    state: AppState,
+    settings: WorkerSettings,
+    job: Job,
+    shutdown: CancellationToken,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let started = Instant::now();
+    state.metrics().job_started();
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job.id,
+        kind = %job.kind,
+        attempt = job.attempts,
+        subject_id = %job.subject_id,
+    );
+    let outcome = async {
+        match job.kind {
+            JobKind::ModelSync => run_model_sync(&state, &settings, &job, &shutdown).await,
+            other => {
+                // Not claimed by this build (see SUPPORTED_KINDS); settle it anyway.
+                let message = format!("this worker cannot run {other} jobs");
+                complete(&state, &settings, &job, "failed", Some(&message)).await;
+                "failed"
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    state
+        .metrics()
+        .job_finished(job.kind.as_str(), outcome, started.elapsed());
+}
+
+async fn complete(
+    state: &AppState,
+    settings: &WorkerSettings,
+    job: &Job,
+    outcome: &str,
+    error: Option<&str>,
+) {
+    match state
+        .store()
+        .complete_job(job.id, &settings.owner, outcome, error)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!("the job's lease was taken before it completed"),
+        Err(error) => tracing::warn!(%error, "could not record the job's outcome"),
+    }
+}
+
+/// Why this worker stopped a run before it ended by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Shutdown,
+    LeaseLost,
+    Canceled,
+}
+
+/// Records a failure of an execution that never started running.
+async fn fail_execution(state: &AppState, execution: &Execution, message: &str) {
+    let store = state.store();
+    if let Err(error) = store
+        .record_execution_progress(execution.id, execution.counts, &[message.to_string()])
+        .await
+    {
+        tracing::warn!(%error, "could not store the execution's error");
+    }
+    if let Err(error) = store
+        .transition_execution(execution.id, &["created", "queued"], "failed")
+        .await
+    {
+        tracing::warn!(%error, "could not mark the execution failed");
+    }
+}
+
+async fn run_model_sync(
+    state: &AppState,
+    settings: &WorkerSettings,
+    job: &Job,
+    shutdown: &CancellationToken,
+) -> &'static str {
+    let store = state.store();
+    let owner = settings.owner.as_str();
+    let mut execution = match store.execution(job.subject_id, job.execution_id).await {
+        Ok(execution) => execution,
+        Err(StoreError::NotFound { .. }) => {
+            complete(
+                state,
+                settings,
+                job,
+                "failed",
+                Some("the sync or its execution no longer exists"),
+            )
+            .await;
+            return "failed";
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not read the job's execution; handing the job back");
+            let _ = store.release_job(job.id, owner).await;
+            return "released";
+        }
+    };
+    let status = execution.status.clone();
+    match status.as_str() {
+        "created" | "queued" => {}
+        "canceling" => {
+            let _ = store
+                .transition_execution(execution.id, &["canceling"], "canceled")
+                .await;
+            complete(state, settings, job, "canceled", None).await;
+            return "canceled";
+        }
+        previous => match store.restart_model_sync_attempt(job.id, owner).await {
+            Ok(Some(next)) => {
+                tracing::info!(
+                    previous_execution_id = %execution.id,
+                    previous_status = previous,
+                    execution_id = %next.id,
+                    "job taken over; continuing as a new execution"
+                );
+                execution = next;
+            }
+            Ok(None) => {
+                complete(state, settings, job, "superseded", None).await;
+                return "superseded";
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not restart the job's execution; handing it back");
+                let _ = store.release_job(job.id, owner).await;
+                return "released";
+            }
+        },
+    }
+    let options = serde_json::from_value::<ModelSyncPayload>(job.payload.clone())
+        .unwrap_or_default()
+        .into_options();
+    let sync = match store.sync(job.organization_id, job.subject_id).await {
+        Ok(sync) => sync,
+        Err(error) => {
+            let message = format!("the sync could not be loaded: {error}");
+            fail_execution(state, &execution, &message).await;
+            complete(state, settings, job, "failed", Some(&message)).await;
+            return "failed";
+        }
+    };
+    crate::events::watch_sync_execution(state, &sync, execution.id, &execution.execution_type);
+    let cancel = CancellationToken::new();
+    let context = match crate::syncs::prepare_model_sync(state, job.organization_id, &sync).await {
+        Ok(prepared) => {
+            prepared
+                .into_context(state, sync.id, execution.id, options, cancel.clone())
+                .await
+        }
+        Err(error) => Err(error),
+    };
+    let context = match context {
+        Ok(context) => context,
+        Err(error) => {
+            fail_execution(state, &execution, &error.message).await;
+            complete(state, settings, job, "failed", Some(&error.message)).await;
+            return "failed";
+        }
+    };
+    tracing::info!(execution_id = %execution.id, "execution running");
+    let run = state.sync_runner().run(context);
+    tokio::pin!(run);
+    let mut heartbeat = tokio::time::interval(settings.heartbeat());
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let mut stop: Option<Stop> = None;
+    let end: RunEnd = loop {
+        tokio::select! {
+            end = &mut run => break end,
+            () = shutdown.cancelled(), if stop.is_none() => {
+                tracing::info!("shutting down: stopping the execution at the next batch boundary");
+                stop = Some(Stop::Shutdown);
+                cancel.cancel();
+            }
+            _ = heartbeat.tick() => {
+                match store.heartbeat_job(job.id, owner, settings.lease).await {
+                    Ok(true) => {}
+                    Ok(false) if stop != Some(Stop::LeaseLost) => {
+                        tracing::warn!("lost the job's lease; stopping at the next batch boundary");
+                        stop = Some(Stop::LeaseLost);
+                        cancel.cancel();
+                    }
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(%error, "heartbeat failed"),
+                }
+                if stop.is_none()
+                    && let Ok(current) = store.execution(sync.id, execution.id).await
+                    && current.status == "canceling"
+                {
+                    stop = Some(Stop::Canceled);
+                    cancel.cancel();
+                }
+            }
+        }
+    };
+    match stop {
+        Some(reason @ (Stop::Shutdown | Stop::LeaseLost)) if end.status == "canceled" => {
+            // Not a user's cancel: this attempt is interrupted and the job goes on.
+            let _ = store
+                .transition_execution(execution.id, &["canceled"], "interrupted")
+                .await;
+            if reason == Stop::Shutdown {
+                // The job goes back with its next execution already written, so the sync
+                // shows an unfinished execution (and a manual start answers 409) until
+                // another worker continues it.
+                match store.restart_model_sync_attempt(job.id, owner).await {
+                    Ok(Some(next)) => {
+                        tracing::info!(execution_id = %next.id, "next execution queued");
+                    }
+                    Ok(None) => {
+                        complete(state, settings, job, "superseded", None).await;
+                        return "superseded";
+                    }
+                    Err(error) => tracing::warn!(%error, "could not queue the next execution"),
+                }
+                match store.release_job(job.id, owner).await {
+                    Ok(true) => tracing::info!("job handed back to the queue"),
+                    Ok(false) => tracing::warn!("the job's lease was taken before it was released"),
+                    Err(error) => tracing::warn!(%error, "could not release the job"),
+                }
+                "released"
+            } else {
+                "lease_lost"
+            }
+        }
+        _ => {
+            let error = (!end.errors.is_empty()).then(|| end.errors.join("; "));
+            complete(state, settings, job, end.status, error.as_deref()).await;
+            end.status
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_round_trips_run_options() {
+        let options = RunOptions {
+            resync: true,
+            test: false,
+            identities: Some(["b".to_string(), "a".to_string()].into_iter().collect()),
+        };
+        let payload = ModelSyncPayload::from_options(&options);
+        assert_eq!(
+            payload.identities,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        let value = serde_json::to_value(&payload).unwrap();
+        let back: ModelSyncPayload = serde_json::from_value(value).unwrap();
+        assert_eq!(back.into_options(), options);
+        let empty: ModelSyncPayload = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(empty.into_options(), RunOptions::default());
+    }
+
+    #[test]
+    fn heartbeats_come_every_third_of_the_lease() {
+        let settings = WorkerSettings {
+            lease: Duration::from_secs(3),
+            ..WorkerSettings::default()
+        };
+        assert_eq!(settings.heartbeat(), Duration::from_secs(1));
+        assert_ne!(worker_id(), worker_id());
+    }
+}
