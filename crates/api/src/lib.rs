@@ -17,6 +17,7 @@ use ferry_store::DynStore;
 use ferry_store::secrets::Cipher;
 
 pub mod budget;
+pub mod bulk_syncs;
 pub mod bulksync_source;
 pub mod connection_types;
 pub mod connections;
@@ -25,9 +26,12 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod identity;
+pub mod jobs;
 pub mod meta;
+pub mod metrics;
 pub mod middleware;
 pub mod models;
+pub mod pagination;
 pub mod proxy;
 pub mod proxy_rules;
 pub mod routes;
@@ -72,7 +76,10 @@ struct StateInner {
     settings: ApiSettings,
     salesforce_clients: salesforce_clients::ClientCache,
     sync_runner: ferry_engine::Runner,
+    bulk_runner: bulk_syncs::BulkRunner,
     background: tokio_util::task::TaskTracker,
+    local_workers: jobs::LocalWorkers,
+    metrics: metrics::Metrics,
 }
 
 impl std::fmt::Debug for AppState {
@@ -96,7 +103,10 @@ impl AppState {
                 settings,
                 salesforce_clients: salesforce_clients::ClientCache::default(),
                 sync_runner: ferry_engine::Runner::default(),
+                bulk_runner: bulk_syncs::BulkRunner::default(),
                 background: tokio_util::task::TaskTracker::new(),
+                local_workers: jobs::LocalWorkers::default(),
+                metrics: metrics::Metrics::default(),
             }),
         }
     }
@@ -135,6 +145,21 @@ impl AppState {
     pub fn sync_runner(&self) -> &ferry_engine::Runner {
         &self.inner.sync_runner
     }
+
+    /// Bulk-sync executions running in this process.
+    pub fn bulk_runner(&self) -> &bulk_syncs::BulkRunner {
+        &self.inner.bulk_runner
+    }
+
+    /// The in-process job workers (started on demand unless configured).
+    pub fn local_workers(&self) -> &jobs::LocalWorkers {
+        &self.inner.local_workers
+    }
+
+    /// This process's metrics (`GET /metrics`).
+    pub fn metrics(&self) -> &metrics::Metrics {
+        &self.inner.metrics
+    }
 }
 
 /// Every authenticated API route.
@@ -148,12 +173,14 @@ pub fn api_routes() -> ApiRoutes {
         .merge(identity::routes())
         .merge(models::routes())
         .merge(syncs::routes())
+        .merge(bulk_syncs::routes())
 }
 
 /// Every documented operation (API and public routes).
 pub fn operations() -> Vec<Operation> {
     let mut operations = api_routes().operations().to_vec();
     operations.extend(meta::routes().operations().iter().cloned());
+    operations.extend(metrics::routes().operations().iter().cloned());
     operations
 }
 
@@ -169,7 +196,7 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             middleware::authenticate,
         ));
-    let (public, _) = meta::routes().into_router();
+    let (public, _) = meta::routes().merge(metrics::routes()).into_router();
     Router::new()
         .merge(public)
         .merge(api)

@@ -166,3 +166,129 @@ async fn polytomic_python_sdk_runs_a_model_sync_into_salesforce() {
     emulator.shutdown().await;
     pg_database.drop_database().await;
 }
+
+/// `(Id, <column>)` of every row of a destination table, ordered by Id.
+async fn destination_rows(
+    database: &ferry_store::testing::TestDatabase,
+    sql: &str,
+) -> Vec<(String, Option<String>)> {
+    let mut conn = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&database.url)
+        .expect("database url")
+        .connect()
+        .await
+        .expect("connect");
+    sqlx::query(sql)
+        .fetch_all(&mut conn)
+        .await
+        .expect("destination query")
+        .iter()
+        .map(|row| {
+            use sqlx::Row as _;
+            (row.get::<String, _>(0), row.get::<Option<String>, _>(1))
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+/// `(Id, <field>)` of every record of an object in the emulator, ordered by Id.
+async fn emulator_rows(
+    emulator: &RunningEmulator,
+    soql: &str,
+    field: &str,
+) -> Vec<(String, Option<String>)> {
+    let login = ferry_salesforce::auth::login_base_url(&emulator.base_url()).expect("login url");
+    let client = ferry_salesforce::SalesforceClient::connect(ferry_salesforce::ClientConfig::new(
+        login,
+        ferry_salesforce::OAuthApp::new("ferry-emulator", "ferry-emulator-secret"),
+        ferry_salesforce::Credentials::ClientCredentials,
+    ))
+    .await
+    .expect("emulator client");
+    client
+        .query_all_pages(soql, ferry_salesforce::QueryScope::Live)
+        .await
+        .expect("emulator query")
+        .iter()
+        .map(|record| {
+            (
+                record["Id"].as_str().unwrap_or_default().to_string(),
+                record[field].as_str().map(str::to_string),
+            )
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn polytomic_python_sdk_runs_a_bulk_sync_into_postgresql() {
+    let Some(python) = support::python_venv("polytomic-25.9.2", &[SDK_PIN]) else {
+        return;
+    };
+    let Some((pg, pg_database)) = support::postgres_target("python_sdk_bulk_sync").await else {
+        return;
+    };
+    let emulator = emulator().await;
+    let http = reqwest::Client::new();
+    let admin = |path: &str| format!("{}/__emulator/{path}", emulator.base_url());
+    let generated = http
+        .post(admin("generate/Account"))
+        .json(&serde_json::json!({"count": 40, "fields": {"Name": "SDK Account {n}", "Industry": ["Energy", "Media"]}}))
+        .send()
+        .await
+        .expect("seed accounts");
+    assert!(generated.status().is_success());
+    let contacts: Vec<serde_json::Value> = (1..=15)
+        .map(|n| serde_json::json!({"LastName": format!("Contact {n}"), "Email": format!("c{n}@example.com")}))
+        .collect();
+    let inserted = http
+        .post(admin("records/Contact"))
+        .json(&contacts)
+        .send()
+        .await
+        .expect("seed contacts");
+    assert!(inserted.status().is_success());
+    let accounts = emulator_rows(
+        &emulator,
+        "SELECT Id, Name FROM Account ORDER BY Id",
+        "Name",
+    )
+    .await;
+    let contacts = emulator_rows(
+        &emulator,
+        "SELECT Id, LastName FROM Contact ORDER BY Id",
+        "LastName",
+    )
+    .await;
+
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let server = support::FerryServer::start(data_dir.path());
+    let mut env = pg_env(&pg);
+    env.push(("EMULATOR_URL", emulator.base_url()));
+    env.push(("EXPECTED_ACCOUNTS", accounts.len().to_string()));
+    env.push(("EXPECTED_CONTACTS", contacts.len().to_string()));
+    let stdout = run_script(&python, "test_bulk_sync.py", &server, &env);
+    assert!(stdout.contains("records replicated"), "{stdout}");
+
+    // The destination holds exactly what the emulator holds.
+    assert_eq!(
+        destination_rows(
+            &pg_database,
+            "SELECT id, name FROM salesforce.account ORDER BY id"
+        )
+        .await,
+        accounts
+    );
+    assert_eq!(
+        destination_rows(
+            &pg_database,
+            "SELECT id, last_name FROM salesforce.contact ORDER BY id"
+        )
+        .await,
+        contacts
+    );
+    drop(server);
+    emulator.shutdown().await;
+    pg_database.drop_database().await;
+}

@@ -36,6 +36,12 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0005_events_webhooks.sql"),
     ),
     (
+        6,
+        "bulk syncs",
+        include_str!("../migrations/0006_bulk_syncs.sql"),
+    ),
+    (7, "jobs", include_str!("../migrations/0007_jobs.sql")),
+    (
         8,
         "connection health checks",
         include_str!("../migrations/0008_connection_health.sql"),

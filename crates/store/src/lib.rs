@@ -15,6 +15,8 @@
 //! - [`api_usage`] — atomic reservations against a connection's daily API budget.
 //! - [`proxy_calls`] — the Connection Proxy's shared rate limit and statistics.
 //! - [`events`] — events (kept 48 hours) and each organization's webhook.
+//! - [`jobs`] — the job queue: leases, heartbeats, takeover, per-connection caps.
+//! - [`bulk_syncs`] — bulk syncs (ELT), their schemas, schedules, executions and logs.
 //!
 //! Supporting modules: [`secrets`] (AEAD encryption of secret values), [`backend`] (pools,
 //! embedded forward-only migrations, the SQLite/PostgreSQL store types).
@@ -28,9 +30,11 @@ use ferry_core::{ErrorCode, HasErrorCode};
 pub mod api_keys;
 pub mod api_usage;
 pub mod backend;
+pub mod bulk_syncs;
 pub mod connections;
 pub mod events;
 pub mod idempotency;
+pub mod jobs;
 pub mod ledger;
 pub mod models;
 pub mod oauth;
@@ -44,11 +48,17 @@ pub mod testing;
 pub use api_keys::{ApiKey, ApiKeyStore, NewApiKey};
 pub use api_usage::{ApiUsageStore, Reservation};
 pub use backend::{PostgresStore, SqliteStore, open};
+pub use bulk_syncs::{
+    BulkExecution, BulkExecutionPage, BulkSchedule, BulkScheduleWrite, BulkSchema,
+    BulkSchemaExecution, BulkSchemaProgress, BulkSync, BulkSyncStore, BulkSyncWrite,
+    NewBulkExecution,
+};
 pub use connections::{
     Connection, ConnectionDependent, ConnectionStore, ConnectionWrite, HealthCheckCandidate,
 };
 pub use events::{Event, EventFilter, EventStore, Webhook};
 pub use idempotency::{IdempotencyBegin, IdempotencyStore, StoredResponse};
+pub use jobs::{ClaimRequest, Job, JobKind, JobStatus, JobStore, NewJob, QueueSnapshot};
 pub use ledger::{LedgerEntry, LedgerStore};
 pub use models::{Model, ModelStore, ModelWrite};
 pub use oauth::{OAuthState, OAuthStateStore};
@@ -72,6 +82,8 @@ pub trait MetadataStore:
     + ModelStore
     + SyncStore
     + LedgerStore
+    + JobStore
+    + BulkSyncStore
     + Send
     + Sync
     + 'static

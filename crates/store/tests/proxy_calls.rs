@@ -66,7 +66,11 @@ async fn sliding_window_is_exact_under_concurrency(store: DynStore) {
 
     // A day later the statistics no longer count them, and the rows are purged.
     let next_day = start + Duration::hours(26);
-    store.admit_proxy_call(id, next_day, 25).await.unwrap().unwrap();
+    store
+        .admit_proxy_call(id, next_day, 25)
+        .await
+        .unwrap()
+        .unwrap();
     let stats = store
         .proxy_stats(id, next_day - Duration::hours(24))
         .await

@@ -7,52 +7,15 @@ Environment: FERRY_URL, FERRY_API_KEY, EMULATOR_URL, FERRY_PG_HOST, FERRY_PG_POR
 FERRY_PG_USER, FERRY_PG_DATABASE (with table public.leads of 3 rows).
 """
 
-import os
-import sys
-import time
-
-from polytomic import Polytomic
-
-client = Polytomic(base_url=os.environ["FERRY_URL"], token=os.environ["FERRY_API_KEY"])
-
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", file=sys.stderr)
-        sys.exit(1)
+from sdk_support import check, client, postgres_connection, salesforce_connection, wait as wait_for
 
 
 def wait(sync_id, execution_id):
-    for _ in range(600):
-        execution = client.model_sync.executions.get(sync_id, execution_id).data
-        if execution.status in ("completed", "failed", "canceled", "interrupted"):
-            return execution
-        time.sleep(0.1)
-    check(False, "execution did not finish in 60 s")
+    return wait_for(lambda: client.model_sync.executions.get(sync_id, execution_id).data, 60)
 
 
-salesforce = client.connections.create(
-    name="Salesforce (emulator)",
-    type="salesforce",
-    configuration={
-        "domain": os.environ["EMULATOR_URL"],
-        "connect_mode": "clientcredentials",
-        "client_id": "ferry-emulator",
-        "client_secret": "ferry-emulator-secret",
-    },
-).data
-check(salesforce.status == "healthy", f"salesforce: {salesforce.status} {salesforce.status_error}")
-warehouse = client.connections.create(
-    name="warehouse",
-    type="postgresql",
-    configuration={
-        "hostname": os.environ["FERRY_PG_HOST"],
-        "port": int(os.environ["FERRY_PG_PORT"]),
-        "username": os.environ["FERRY_PG_USER"],
-        "database": os.environ["FERRY_PG_DATABASE"],
-        "ssl": False,
-    },
-).data
+salesforce = salesforce_connection()
+warehouse = postgres_connection()
 model = client.models.create(
     connection_id=warehouse.id, name="Leads", configuration={"table": "public.leads"}, identifier="email"
 ).data

@@ -4,32 +4,11 @@ Environment: FERRY_URL, FERRY_API_KEY, FERRY_PG_HOST, FERRY_PG_PORT, FERRY_PG_US
 FERRY_PG_DATABASE (a database holding table public.people with 3 rows).
 """
 
-import os
-import sys
-
-from polytomic import Polytomic
 from polytomic.errors import UnprocessableEntityError
 
-client = Polytomic(base_url=os.environ["FERRY_URL"], token=os.environ["FERRY_API_KEY"])
+from sdk_support import check, client, postgres_connection
 
-
-def check(condition, message):
-    if not condition:
-        print(f"FAILED: {message}", file=sys.stderr)
-        sys.exit(1)
-
-
-pg = client.connections.create(
-    name="warehouse",
-    type="postgresql",
-    configuration={
-        "hostname": os.environ["FERRY_PG_HOST"],
-        "port": int(os.environ["FERRY_PG_PORT"]),
-        "username": os.environ["FERRY_PG_USER"],
-        "database": os.environ["FERRY_PG_DATABASE"],
-        "ssl": False,
-    },
-).data
+pg = postgres_connection()
 
 model = client.models.create(
     connection_id=pg.id,
