@@ -447,6 +447,7 @@ async fn prepare(
         Some(value) => serde_json::from_value(value.clone())
             .map_err(|_| field_error(FieldError::new("policies", "must be a list of UUIDs")))?,
     };
+    crate::extract::no_policies(Some(policies.iter().map(Uuid::to_string).collect()))?;
 
     // The source and its objects.
     let source = load_source(

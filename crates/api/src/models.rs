@@ -847,7 +847,7 @@ async fn prepare(
             labels: request.labels.unwrap_or_default(),
             additional_fields: Value::Array(additional),
             relations: Value::Array(relations),
-            policies: request.policies.unwrap_or_default(),
+            policies: crate::extract::no_policies(request.policies)?,
             actor: Some(caller.api_key_id.to_string()),
         },
         type_id: source.connection.type_id,

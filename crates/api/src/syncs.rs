@@ -389,6 +389,7 @@ async fn check_schedule(
 
 async fn prepare(state: &AppState, caller: &Caller, body: Value) -> ApiResult<Prepared> {
     let document = parse_document(body)?;
+    crate::extract::no_policies(document.policies.clone())?;
     let connection_id = document.target.connection_id;
     match state
         .store()

@@ -211,6 +211,31 @@ async fn bad_intervals_and_policies_are_refused_naming_the_field() {
     assert_eq!(status, StatusCode::OK, "{response}");
     assert_eq!(response["data"]["healthcheck_interval"], "");
     assert_eq!(response["data"]["policies"], json!([]));
+
+    // Models refuse policy ids the same way.
+    let connection_id = response["data"]["id"].clone();
+    let model = |policies: Value| {
+        json!({"name": "one", "connection_id": connection_id,
+               "configuration": {"query": "select 1 as id"}, "identifier": "id",
+               "policies": policies})
+    };
+    let (status, response) = h
+        .send(
+            "POST",
+            "/api/models",
+            model(json!(["5b2b6a3e-0000-4000-8000-000000000000"])),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{response}");
+    assert!(
+        response["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("policies:"),
+        "{response}"
+    );
+    let (status, response) = h.send("POST", "/api/models", model(json!([]))).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
 }
 
 #[tokio::test]

@@ -625,6 +625,11 @@ async fn validation(h: Harness) {
             "updateOrCreate",
         ),
         (
+            Box::new(|b| b["policies"] = json!(["5b2b6a3e-0000-4000-8000-000000000000"])),
+            "policies",
+            "not available on this server",
+        ),
+        (
             Box::new(|b| b["identity"] = Value::Null),
             "identity",
             "required",
