@@ -46,7 +46,7 @@ use tracing::{Instrument as _, info_span};
 
 use crate::change::{Change, detect, hash_values};
 use crate::mapping::{MissingField, map_batch};
-use crate::run::{RunContext, RunEnd, RunTarget};
+use crate::run::{RunContext, RunEnd, RunTarget, begin_execution, finish_execution};
 use crate::spec::{CompiledSync, DatabaseMode, DatabaseSync, TableName};
 
 /// Most rows in one statement (also bounded by the bind-parameter limits, see
@@ -1328,18 +1328,8 @@ pub(crate) async fn execute(context: RunContext) -> RunEnd {
             errors: vec!["internal: a Salesforce target reached the database writer".into()],
         };
     };
-    let started = store
-        .transition_execution(execution_id, &["created", "queued"], "running")
-        .await;
-    if !matches!(started, Ok(true)) {
-        let _ = store
-            .transition_execution(execution_id, &["canceling", "created"], "canceled")
-            .await;
-        return RunEnd {
-            status: "canceled",
-            counts: ExecutionCounts::default(),
-            errors: Vec::new(),
-        };
+    if let Some(canceled) = begin_execution(&store, execution_id).await {
+        return canceled;
     }
     let mut run = DbRun {
         sync_id,
@@ -1354,45 +1344,18 @@ pub(crate) async fn execute(context: RunContext) -> RunEnd {
         &mut run, &sync, &target, &options, first_run, &store, &mut rows, &cancel,
     )
     .await;
-    let (status, errors) = match result {
-        Ok(()) if cancel.is_cancelled() => ("canceled", run.errors.clone()),
-        Ok(()) => ("completed", run.errors.clone()),
-        Err(error) => {
-            tracing::warn!(%error, "sync run failed");
-            let mut errors = run.errors.clone();
-            errors.push(error.to_string());
-            ("failed", errors)
-        }
-    };
     if let Err(error) = run.flush(&store).await {
         tracing::warn!(%error, "could not store the last record logs");
     }
-    if let Err(error) = store
-        .record_execution_progress(execution_id, run.counts, &errors)
-        .await
-    {
-        tracing::warn!(%error, "could not store execution counts");
-    }
-    if let Err(error) = store
-        .transition_execution(execution_id, &["running", "canceling"], status)
-        .await
-    {
-        tracing::warn!(%error, "could not store the execution status");
-    }
-    tracing::info!(
-        status,
-        total = run.counts.total,
-        insert = run.counts.insert,
-        update = run.counts.update,
-        delete = run.counts.delete,
-        error = run.counts.error,
-        "sync run finished"
-    );
-    RunEnd {
-        status,
-        counts: run.counts,
-        errors,
-    }
+    finish_execution(
+        &store,
+        execution_id,
+        cancel.is_cancelled(),
+        result,
+        run.counts,
+        std::mem::take(&mut run.errors),
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -89,6 +89,74 @@ pub fn window_rows(sync: &CompiledSync) -> usize {
     }
 }
 
+/// Moves a created (or queued) execution to `running`. When it was canceled before it
+/// started (or the store is gone) it is settled as `canceled` and that end is returned.
+pub(crate) async fn begin_execution(store: &DynStore, execution_id: Uuid) -> Option<RunEnd> {
+    let started = store
+        .transition_execution(execution_id, &["created", "queued"], "running")
+        .await;
+    if matches!(started, Ok(true)) {
+        return None;
+    }
+    let _ = store
+        .transition_execution(execution_id, &["canceling", "created"], "canceled")
+        .await;
+    Some(RunEnd {
+        status: "canceled",
+        counts: ExecutionCounts::default(),
+        errors: Vec::new(),
+    })
+}
+
+/// Records how a run ended (its record logs already flushed): the final counts and
+/// errors, and the status — `failed` with the error appended, `canceled`, or `completed`.
+/// Store failures here are logged: the run's own state is committed window by window.
+pub(crate) async fn finish_execution(
+    store: &DynStore,
+    execution_id: Uuid,
+    cancelled: bool,
+    result: Result<(), impl std::fmt::Display>,
+    counts: ExecutionCounts,
+    mut errors: Vec<String>,
+) -> RunEnd {
+    let status = match result {
+        Ok(()) if cancelled => "canceled",
+        Ok(()) => "completed",
+        Err(error) => {
+            tracing::warn!(%error, "sync run failed");
+            errors.push(error.to_string());
+            "failed"
+        }
+    };
+    if let Err(error) = store
+        .record_execution_progress(execution_id, counts, &errors)
+        .await
+    {
+        tracing::warn!(%error, "could not store execution counts");
+    }
+    if let Err(error) = store
+        .transition_execution(execution_id, &["running", "canceling"], status)
+        .await
+    {
+        tracing::warn!(%error, "could not store the execution status");
+    }
+    tracing::info!(
+        status,
+        total = counts.total,
+        insert = counts.insert,
+        update = counts.update,
+        delete = counts.delete,
+        error = counts.error,
+        warnings = counts.warnings,
+        "sync run finished"
+    );
+    RunEnd {
+        status,
+        counts,
+        errors,
+    }
+}
+
 /// What kind of run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
@@ -228,63 +296,25 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         client,
         cancel,
     };
-    let started = store
-        .transition_execution(execution_id, &["created", "queued"], "running")
-        .await;
-    if !matches!(started, Ok(true)) {
-        // Canceled before it started (or the store is gone).
-        let _ = store
-            .transition_execution(execution_id, &["canceling", "created"], "canceled")
-            .await;
-        return RunEnd {
-            status: "canceled",
-            counts: ExecutionCounts::default(),
-            errors: Vec::new(),
-        };
+    if let Some(canceled) = begin_execution(&store, execution_id).await {
+        return canceled;
     }
     let mut run = Run::new(&context);
     let result = run.run(&context, &mut rows).await;
-    let (status, errors) = match result {
-        Ok(()) if context.cancel.is_cancelled() => ("canceled", run.errors.clone()),
-        Ok(()) => ("completed", run.errors.clone()),
-        Err(error) => {
-            tracing::warn!(%error, "sync run failed");
-            let mut errors = run.errors.clone();
-            errors.push(error.to_string());
-            ("failed", errors)
-        }
-    };
     // Best effort: the run's own state is already committed window by window.
     if let Err(error) = run.flush(&store).await {
         tracing::warn!(%error, "could not store the last record logs");
     }
-    if let Err(error) = store
-        .record_execution_progress(execution_id, run.counts, &errors)
-        .await
-    {
-        tracing::warn!(%error, "could not store execution counts");
-    }
-    if let Err(error) = store
-        .transition_execution(execution_id, &["running", "canceling"], status)
-        .await
-    {
-        tracing::warn!(%error, "could not store the execution status");
-    }
-    tracing::info!(
-        status,
-        total = run.counts.total,
-        insert = run.counts.insert,
-        update = run.counts.update,
-        delete = run.counts.delete,
-        error = run.counts.error,
-        warnings = run.counts.warnings,
-        "sync run finished"
-    );
-    RunEnd {
-        status,
-        counts: run.counts,
-        errors,
-    }
+    let cancelled = context.cancel.is_cancelled();
+    finish_execution(
+        &store,
+        execution_id,
+        cancelled,
+        result,
+        run.counts,
+        std::mem::take(&mut run.errors),
+    )
+    .await
 }
 
 /// A row planned for a write.
