@@ -816,6 +816,65 @@ async fn postgresql_model_into_mysql_and_sqlite() {
             .await
             .unwrap();
     assert_eq!(staged, 0, "the staging table is dropped");
+
+    // snapshot: every run appends the model's rows, stamped with the run's time; earlier
+    // snapshots stay. A new table gets the stamp column and no unique index.
+    let snapshot = h
+        .create_sync(sync_body(
+            "roster history",
+            "snapshot",
+            json!({"connection_id": sqlite, "new_name": "roster_history"}),
+            &model,
+            Some(("email", "email")),
+            &[("name", "name")],
+        ))
+        .await;
+    let snapshot_id = snapshot["id"].as_str().unwrap().to_string();
+    for run in 1..=2usize {
+        let execution = h.run(&snapshot_id).await;
+        assert_counts(&execution, json!({"total": 4, "insert": 4, "error": 0}));
+        let stamps: Vec<(String, i64)> = sqlx::query(
+            "SELECT _ferry_snapshot_at, count(*) FROM roster_history \
+             GROUP BY _ferry_snapshot_at ORDER BY _ferry_snapshot_at",
+        )
+        .fetch_all(&mut lite)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect();
+        assert_eq!(stamps.len(), run, "one snapshot per run: {stamps:?}");
+        assert!(
+            stamps.iter().all(|(at, n)| *n == 4 && at.ends_with('Z')),
+            "{stamps:?}"
+        );
+    }
+    let ada: Vec<String> =
+        sqlx::query("SELECT name FROM roster_history WHERE email = 'ada@example.com'")
+            .fetch_all(&mut lite)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+    assert_eq!(ada, vec!["Ada".to_string(), "Ada".to_string()]);
+    // An existing table with a unique index on the identity is refused for snapshots.
+    let (status, body) = h
+        .call(
+            "POST",
+            "/api/syncs",
+            Some(sync_body(
+                "unique snapshot",
+                "snapshot",
+                json!({"connection_id": sqlite, "object": "people_copy"}),
+                &model,
+                Some(("email", "email")),
+                &[("name", "name")],
+            )),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.to_string().contains("identity.target"), "{body}");
     lite.close().await.unwrap();
 
     // Per-record outcomes: a row the table refuses fails alone, the others are written,
@@ -886,6 +945,44 @@ async fn postgresql_model_into_mysql_and_sqlite() {
     assert_eq!(test_run["status"], "completed", "{test_run}");
     let execution = h.run(&checked_id).await;
     assert_counts(&execution, json!({"total": 1, "insert": 0, "error": 1}));
+
+    // snapshot into new PostgreSQL and MySQL tables: two runs, two stamped copies.
+    for (connection, table) in [
+        (
+            source_connection.clone(),
+            "public.people_snapshots".to_string(),
+        ),
+        (target.clone(), format!("{database}.people_snapshots")),
+    ] {
+        let snapshot = h
+            .create_sync(sync_body(
+                "snapshots",
+                "snapshot",
+                json!({"connection_id": connection, "new_name": table}),
+                &model,
+                Some(("email", "email")),
+                &[("name", "name")],
+            ))
+            .await;
+        let snapshot_id = snapshot["id"].as_str().unwrap().to_string();
+        for _ in 0..2 {
+            let execution = h.run(&snapshot_id).await;
+            assert_counts(&execution, json!({"total": 4, "insert": 4, "error": 0}));
+        }
+    }
+    let stamps = pg_rows(
+        &pg.url,
+        "SELECT count(*)::text, count(DISTINCT _ferry_snapshot_at)::text FROM people_snapshots",
+    )
+    .await;
+    assert_eq!(stamps, vec![vec![s("8"), s("2")]]);
+    let stamps: (i64, i64) = sqlx::query_as(&format!(
+        "SELECT count(*), count(DISTINCT _ferry_snapshot_at) FROM `{database}`.people_snapshots"
+    ))
+    .fetch_one(&mut mysql)
+    .await
+    .unwrap();
+    assert_eq!(stamps, (8, 2));
 
     h.finish().await;
     let _ = mysql

@@ -1088,8 +1088,71 @@ pub fn check_table(
                 ),
             ));
         }
+        if database.mode == DatabaseMode::Snapshot && column.unique {
+            return Err(FieldError::new(
+                "identity.target",
+                format!(
+                    "column '{}' of {} has a unique index, but mode snapshot appends the \
+                     model's rows again on every run (use a table without that index, or \
+                     target.create for a new one)",
+                    column.name, table.name
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// The column `snapshot` syncs stamp every row of a run with (the run's start, UTC).
+pub const SNAPSHOT_COLUMN: &str = "_ferry_snapshot_at";
+
+fn snapshot_column_type(dialect: Dialect) -> &'static str {
+    match dialect {
+        Dialect::Postgresql => "timestamptz",
+        Dialect::Mysql => "DATETIME(6)",
+        Dialect::Sqlite => "TEXT",
+    }
+}
+
+/// The SQL literal of a snapshot time for the dialect's snapshot column.
+fn snapshot_literal(dialect: Dialect, at: chrono::DateTime<chrono::Utc>) -> String {
+    match dialect {
+        Dialect::Postgresql => format!(
+            "CAST('{}' AS timestamptz)",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        ),
+        Dialect::Mysql => format!("'{}'", at.format("%Y-%m-%d %H:%M:%S%.6f")),
+        Dialect::Sqlite => format!(
+            "'{}'",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        ),
+    }
+}
+
+/// Adds [`SNAPSHOT_COLUMN`] to `table` when it does not have it yet, and returns the
+/// table as it now is.
+pub async fn ensure_snapshot_column(
+    connection: &mut TargetConnection,
+    table: TableInfo,
+) -> Result<TableInfo, DbTargetError> {
+    if table.column(SNAPSHOT_COLUMN).is_some() {
+        return Ok(table);
+    }
+    let dialect = connection.dialect();
+    let sql = format!(
+        "ALTER TABLE {} ADD COLUMN {} {}",
+        dialect.table(&table.name),
+        dialect.quote(SNAPSHOT_COLUMN),
+        snapshot_column_type(dialect)
+    );
+    connection.execute_sql(&sql).await.map_err(|error| {
+        DbTargetError::Database(format!(
+            "could not add column {SNAPSHOT_COLUMN} to {}: {}",
+            table.name,
+            describe_sqlx(&error)
+        ))
+    })?;
+    describe_table(connection, &table.name).await
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1378,7 +1441,10 @@ async fn run_all(
         ))
         .into());
     };
-    let table = describe_table(&mut connection, &name).await?;
+    let mut table = describe_table(&mut connection, &name).await?;
+    if database.mode == DatabaseMode::Snapshot && !options.test {
+        table = ensure_snapshot_column(&mut connection, table).await?;
+    }
     let mut columns = Vec::new();
     for field in &sync.fields {
         let Some(column) = table.column(&field.target) else {
@@ -1412,7 +1478,10 @@ async fn run_all(
         test: options.test,
     };
     let dialect = target.dialect;
-    if database.mode == DatabaseMode::Replace {
+    if matches!(
+        database.mode,
+        DatabaseMode::Replace | DatabaseMode::Snapshot
+    ) {
         let result = replace(run, &env, dialect, &mut connection, rows, cancel).await;
         connection.close().await;
         return result;
@@ -1647,9 +1716,10 @@ fn plan_rows(
         .iter()
         .map(|row| match mode {
             DatabaseMode::Create if env.identity.is_some() && exists(row) => Outcome::Exists,
-            DatabaseMode::Create | DatabaseMode::Append | DatabaseMode::Replace => {
-                Outcome::Inserted
-            }
+            DatabaseMode::Create
+            | DatabaseMode::Append
+            | DatabaseMode::Replace
+            | DatabaseMode::Snapshot => Outcome::Inserted,
             DatabaseMode::Update if exists(row) => Outcome::Updated,
             DatabaseMode::Update => Outcome::Unmatched,
             DatabaseMode::UpdateOrCreate => Outcome::Upserted {
@@ -1721,8 +1791,10 @@ fn staging_table(table: &TableName) -> TableName {
     }
 }
 
-/// `replace`: every mapped model row into a staging table, then the swap in one
-/// transaction.
+/// `replace` and `snapshot`: every mapped model row into a staging table, then in one
+/// transaction the table is emptied and the staged rows copied in (`replace`), or the
+/// staged rows are appended stamped with the run's start in [`SNAPSHOT_COLUMN`]
+/// (`snapshot`).
 async fn replace(
     run: &mut DbRun,
     env: &DbEnv<'_>,
@@ -1734,6 +1806,8 @@ async fn replace(
     let table = &env.table.name;
     let stage = staging_table(table);
     let layout = env.layout();
+    let snapshot = env.database.mode == DatabaseMode::Snapshot;
+    let started_at = chrono::Utc::now();
     if !env.test {
         connection
             .execute_sql(&format!("DROP TABLE IF EXISTS {}", dialect.table(&stage)))
@@ -1777,7 +1851,7 @@ async fn replace(
                 .iter()
                 .map(|row| Pending {
                     identity: row.identity.clone(),
-                    hash: hash_values(&table.to_string(), "replace", &row.values),
+                    hash: hash_values(&table.to_string(), env.database.mode.as_str(), &row.values),
                     prior: None,
                     values: row.values.clone(),
                 })
@@ -1804,21 +1878,34 @@ async fn replace(
     }
     if failure.is_none() && !cancel.is_cancelled() && !env.test {
         let names: Vec<String> = layout.iter().map(|c| dialect.quote(&c.name)).collect();
-        let delete = Statement {
-            sql: format!("DELETE FROM {}", dialect.table(table)),
-            binds: Vec::new(),
+        let (targets, selected) = if snapshot {
+            (
+                format!("{}, {}", names.join(", "), dialect.quote(SNAPSHOT_COLUMN)),
+                format!(
+                    "{}, {}",
+                    names.join(", "),
+                    snapshot_literal(dialect, started_at)
+                ),
+            )
+        } else {
+            (names.join(", "), names.join(", "))
         };
-        let copy = Statement {
+        let mut statements = Vec::new();
+        if !snapshot {
+            statements.push(Statement {
+                sql: format!("DELETE FROM {}", dialect.table(table)),
+                binds: Vec::new(),
+            });
+        }
+        statements.push(Statement {
             sql: format!(
-                "INSERT INTO {} ({}) SELECT {} FROM {}",
+                "INSERT INTO {} ({targets}) SELECT {selected} FROM {}",
                 dialect.table(table),
-                names.join(", "),
-                names.join(", "),
                 dialect.table(&stage)
             ),
             binds: Vec::new(),
-        };
-        if let Err(error) = connection.execute_all(&[delete, copy]).await {
+        });
+        if let Err(error) = connection.execute_all(&statements).await {
             failure = Some(database_error(error).into());
         }
     }

@@ -1159,17 +1159,23 @@ pub enum DatabaseMode {
     /// staging table and swapped in with one transaction at the end (every run rewrites
     /// everything; change tracking does not apply).
     Replace,
+    /// Append the model's complete contents each run as a new snapshot: every row is
+    /// written with the run's time in the `_ferry_snapshot_at` column, earlier snapshots
+    /// are kept (staged like `replace` and appended in one transaction at the end, so a
+    /// failed or canceled run adds nothing; change tracking does not apply).
+    Snapshot,
 }
 
 impl DatabaseMode {
     /// Every mode, in the order they are listed.
-    pub const ALL: [DatabaseMode; 6] = [
+    pub const ALL: [DatabaseMode; 7] = [
         DatabaseMode::Create,
         DatabaseMode::Update,
         DatabaseMode::UpdateOrCreate,
         DatabaseMode::Remove,
         DatabaseMode::Append,
         DatabaseMode::Replace,
+        DatabaseMode::Snapshot,
     ];
 
     /// Parses the API spelling, or names `mode` with the accepted values.
@@ -1179,7 +1185,7 @@ impl DatabaseMode {
             .find(|m| m.as_str() == mode)
             .ok_or_else(|| {
                 let accepted: Vec<&str> = DatabaseMode::ALL.iter().map(|m| m.as_str()).collect();
-                let reason = if mode == "snapshot" || mode == "enrich" {
+                let reason = if mode == "enrich" {
                     format!("mode '{mode}' is not supported yet for database targets")
                 } else {
                     format!("'{mode}' is not a sync mode for database targets")
@@ -1200,6 +1206,7 @@ impl DatabaseMode {
             DatabaseMode::Remove => "remove",
             DatabaseMode::Append => "append",
             DatabaseMode::Replace => "replace",
+            DatabaseMode::Snapshot => "snapshot",
         }
     }
 
@@ -1225,13 +1232,19 @@ impl DatabaseMode {
             DatabaseMode::Remove => "Delete rows whose identity matches",
             DatabaseMode::Append => "Insert new and changed rows without matching",
             DatabaseMode::Replace => "Replace the table's rows with the model's rows each run",
+            DatabaseMode::Snapshot => {
+                "Append all of the model's rows each run, stamped with the run's time"
+            }
         }
     }
 
     /// The Salesforce-path mode whose compile-time checks apply (identity, mappings).
     fn checked_as(self) -> Mode {
         match self {
-            DatabaseMode::Create | DatabaseMode::Append | DatabaseMode::Replace => Mode::Create,
+            DatabaseMode::Create
+            | DatabaseMode::Append
+            | DatabaseMode::Replace
+            | DatabaseMode::Snapshot => Mode::Create,
             DatabaseMode::Update => Mode::Update,
             DatabaseMode::UpdateOrCreate => Mode::UpdateOrCreate,
             DatabaseMode::Remove => Mode::Remove,
@@ -1570,7 +1583,7 @@ mod database_tests {
         let cases = [
             (
                 document(
-                    "snapshot",
+                    "enrich",
                     json!({"connection_id": connection(), "object": "t"}),
                 ),
                 "mysql",

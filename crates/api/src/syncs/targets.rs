@@ -613,14 +613,20 @@ pub(crate) async fn prepare_database(
             }
             (None, true) => {
                 let columns = new_columns(&document, &compiled, &model);
-                let table = db_target::create_table(
-                    &mut opened,
-                    &database.table,
-                    &columns,
-                    compiled.identity_target.as_deref(),
-                )
-                .await
-                .map_err(|error| target_error(error, object_field))?;
+                // Snapshots repeat identities run after run: no unique index for them.
+                let unique = match database.mode {
+                    DatabaseMode::Snapshot => None,
+                    _ => compiled.identity_target.as_deref(),
+                };
+                let mut table =
+                    db_target::create_table(&mut opened, &database.table, &columns, unique)
+                        .await
+                        .map_err(|error| target_error(error, object_field))?;
+                if database.mode == DatabaseMode::Snapshot {
+                    table = db_target::ensure_snapshot_column(&mut opened, table)
+                        .await
+                        .map_err(|error| target_error(error, object_field))?;
+                }
                 tracing::info!(table = %table.name, columns = columns.len(), "target table created");
                 table
             }
