@@ -1833,3 +1833,81 @@ async fn rest_bulk1_and_bulk2_agree() {
     }
     h.finish().await;
 }
+
+/// Bulk jobs a killed run left behind are settled before the next run looks anything up:
+/// a closed job still being processed is waited for (so its rows are found and updated,
+/// never created twice) and a job never closed is aborted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leftover_bulk_jobs_are_settled_first() {
+    use ferry_salesforce::bulk2::{IngestJobRequest, IngestOperation};
+
+    let h = sqlite_harness().await;
+    let connection = h.salesforce_connection(json!({})).await;
+    let model = h.people_model().await;
+    let sync = h
+        .create_sync(h.sync_body(
+            &connection,
+            &model,
+            "Contact",
+            "updateOrCreate",
+            json!({"ingestion_api": "bulk", "concurrency_mode": "Parallel"}),
+        ))
+        .await;
+    let sync_id: uuid::Uuid = sync.parse().unwrap();
+    // A dead run's jobs: Ada's insert closed (processed only after a delay), Alan's never
+    // closed.
+    h.admin(
+        reqwest::Method::PUT,
+        "bulk",
+        Some(json!({"startDelayMs": 1500})),
+    )
+    .await;
+    let insert = IngestJobRequest::new("Contact".to_string(), IngestOperation::Insert);
+    let closed = h.salesforce.create_ingest_job(&insert).await.unwrap();
+    h.salesforce
+        .upload_ingest_data(
+            &closed.id,
+            bytes::Bytes::from("Email,FirstName,LastName\nada@example.com,Ada,Lovelace\n"),
+        )
+        .await
+        .unwrap();
+    h.salesforce
+        .complete_ingest_upload(&closed.id)
+        .await
+        .unwrap();
+    let open = h.salesforce.create_ingest_job(&insert).await.unwrap();
+    h.salesforce
+        .upload_ingest_data(
+            &open.id,
+            bytes::Bytes::from("Email,FirstName,LastName\nalan@example.com,Alan,Turing\n"),
+        )
+        .await
+        .unwrap();
+    let store = h.state.store().clone();
+    for job in [&closed.id, &open.id] {
+        store.record_write_job(sync_id, "bulk2", job).await.unwrap();
+    }
+
+    let run = h.run(&sync, json!({})).await;
+    assert_counts(
+        &run,
+        json!({"total": 5, "error": 0, "insert": 4, "update": 1}),
+    );
+    let emails: Vec<String> = contacts(&h)
+        .await
+        .iter()
+        .map(|c| c["Email"].as_str().unwrap().to_string())
+        .collect();
+    let distinct: std::collections::HashSet<&String> = emails.iter().collect();
+    assert_eq!(emails.len(), 5, "{emails:?}");
+    assert_eq!(distinct.len(), 5, "no person twice: {emails:?}");
+    let open = h.salesforce.get_ingest_job(&open.id).await.unwrap();
+    assert_eq!(open.state, "Aborted");
+    let closed = h.salesforce.get_ingest_job(&closed.id).await.unwrap();
+    assert_eq!(closed.state, "JobComplete");
+    assert!(
+        store.write_jobs(sync_id).await.unwrap().is_empty(),
+        "the run's own jobs and the settled ones are forgotten"
+    );
+    h.finish().await;
+}

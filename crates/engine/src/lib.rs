@@ -34,6 +34,7 @@ pub mod run;
 pub mod runner;
 pub mod spec;
 pub mod target;
+pub mod write_jobs;
 
 pub use run::{EngineError, RunContext, RunEnd, RunOptions, RunTarget, execute};
 pub use runner::Runner;

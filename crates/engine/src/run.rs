@@ -435,6 +435,7 @@ impl Run {
                 lead: None,
             }
         };
+        let target = track_jobs(context, target).await?;
         let mut window = 0usize;
         while let Some(batch) = rows.next().await {
             if context.cancel.is_cancelled() {
@@ -1370,4 +1371,35 @@ fn operation_name(operation: Operation) -> &'static str {
         Operation::Upsert => "upsert",
         Operation::Delete => "delete",
     }
+}
+
+/// Settles the Bulk jobs an earlier run of the sync left behind (a killed process), then
+/// has the targets record the jobs this run opens ([`crate::write_jobs`]). Test runs write
+/// nothing and track nothing.
+async fn track_jobs(context: &Env, targets: Targets) -> Result<Targets, EngineError> {
+    if context.options.test {
+        return Ok(targets);
+    }
+    let settled = crate::write_jobs::settle_leftover_jobs(
+        &context.store,
+        context.sync_id,
+        &context.client,
+        bulk_poll(),
+    )
+    .await
+    .map_err(|error| match error {
+        crate::write_jobs::SettleError::Salesforce(error) => EngineError::Salesforce(error),
+        crate::write_jobs::SettleError::Store(error) => EngineError::Store(error),
+    })?;
+    if settled > 0 {
+        tracing::info!(
+            jobs = settled,
+            "waited for bulk jobs left by an earlier run"
+        );
+    }
+    let log = crate::write_jobs::JobLog::new(context.store.clone(), context.sync_id);
+    Ok(Targets {
+        primary: targets.primary.with_job_log(log.clone()),
+        lead: targets.lead.map(|lead| lead.with_job_log(log)),
+    })
 }

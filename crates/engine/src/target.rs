@@ -41,6 +41,7 @@ use serde_json::{Map, Value};
 
 use crate::plan::{Operation, TargetInfo, needs_current_values, upserts_without_lookup};
 use crate::spec::{CompiledSync, Mode};
+use crate::write_jobs::{JobApi, JobLog};
 
 /// One record to write: its Id (updates, deletes) and its field values.
 pub type WriteRow = (Option<String>, Map<String, Value>);
@@ -69,6 +70,8 @@ pub struct SalesforceTarget {
     /// How long to wait before the first status check of a Bulk 2.0 job, in ms (learned
     /// from earlier jobs of the run, shared by the clones running jobs).
     bulk2_wait_ms: Arc<AtomicU64>,
+    /// Where the Bulk jobs it opens are recorded while they run (none: not recorded).
+    jobs: Option<JobLog>,
 }
 
 /// Normalizes an identity value for matching (Salesforce compares case-insensitively).
@@ -161,7 +164,28 @@ impl SalesforceTarget {
             client,
             fields,
             bulk2_wait_ms: Arc::new(AtomicU64::new(0)),
+            jobs: None,
         })
+    }
+
+    /// Records the Bulk jobs this target opens in `log` while they run, so a later run can
+    /// settle them if this process dies ([`crate::write_jobs`]).
+    pub fn with_job_log(mut self, log: JobLog) -> SalesforceTarget {
+        self.jobs = Some(log);
+        self
+    }
+
+    async fn job_opened(&self, api: JobApi, job_id: &str) -> Result<(), SalesforceError> {
+        match &self.jobs {
+            Some(log) => log.opened(&self.client, api, job_id).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn job_finished(&self, job_id: &str) {
+        if let Some(log) = &self.jobs {
+            log.finished(job_id).await;
+        }
     }
 
     /// The records matching each identity value, keyed by [`identity_key`].
@@ -315,6 +339,7 @@ impl SalesforceTarget {
             content_type: Bulk1ContentType::Json,
         };
         let job = self.client.create_bulk1_job(&request).await?;
+        self.job_opened(JobApi::Bulk1, &job.id).await?;
         let mut batch_ids = Vec::with_capacity(batches.len());
         for rows in batches {
             let records: Vec<Value> = rows
@@ -381,6 +406,7 @@ impl SalesforceTarget {
                     .collect(),
             );
         }
+        self.job_finished(&job.id).await;
         Ok(out)
     }
 }
@@ -443,6 +469,7 @@ impl SalesforceTarget {
         let columns = bulk2_columns(operation, rows);
         let uploads = bulk2_uploads(&columns, rows)?;
         let job = self.client.create_ingest_job(&request).await?;
+        self.job_opened(JobApi::Bulk2, &job.id).await?;
         for csv in uploads {
             self.client.upload_ingest_data(&job.id, csv).await?;
         }
@@ -484,6 +511,7 @@ impl SalesforceTarget {
             };
             place_bulk2_results(&set, key, &positions, &mut results);
         }
+        self.job_finished(&job.id).await;
         let missing = match &job_failure {
             Some(message) => ApiErrorItem::new("BULK_JOB_FAILED", message.clone(), Vec::new()),
             None => ApiErrorItem::new(

@@ -208,6 +208,10 @@ pub enum SalesforceError {
         /// Salesforce's `errorMessage` / `stateMessage`.
         message: String,
     },
+    /// The caller gave the operation up (for example a Bulk job Ferry could not keep
+    /// track of, which it aborted).
+    #[error("{0}")]
+    Aborted(String),
     /// Waiting for a Bulk job or batch took longer than allowed.
     #[error("timed out after {waited:?} waiting for bulk job {job_id}")]
     JobTimeout {
@@ -340,7 +344,8 @@ impl HasErrorCode for SalesforceError {
             | SalesforceError::JobFailed { .. } => ErrorCode::Unprocessable,
             SalesforceError::Transport { .. }
             | SalesforceError::Parse { .. }
-            | SalesforceError::JobTimeout { .. } => ErrorCode::Unavailable,
+            | SalesforceError::JobTimeout { .. }
+            | SalesforceError::Aborted(_) => ErrorCode::Unavailable,
             SalesforceError::BudgetExhausted(_) => ErrorCode::TooManyRequests,
             SalesforceError::InvalidInput(_) | SalesforceError::Config(_) => ErrorCode::BadRequest,
             SalesforceError::MultipleMatches { .. } => ErrorCode::Conflict,

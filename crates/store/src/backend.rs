@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "proxy calls",
         include_str!("../migrations/0009_proxy_calls.sql"),
     ),
+    (
+        12,
+        "bulk jobs of model syncs",
+        include_str!("../migrations/0012_sync_write_jobs.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {

@@ -44,6 +44,7 @@ pub mod secrets;
 pub mod syncs;
 #[cfg(feature = "testsuite")]
 pub mod testing;
+pub mod write_jobs;
 
 pub use api_keys::{ApiKey, ApiKeyStore, NewApiKey};
 pub use api_usage::{ApiUsageStore, Reservation};
@@ -68,6 +69,7 @@ pub use syncs::{
     Execution, ExecutionCounts, ExecutionPage, ModelSync, RecordLine, SyncFilter, SyncStore,
     SyncWrite,
 };
+pub use write_jobs::{WriteJob, WriteJobStore};
 
 /// Everything Ferry persists about its own state.
 pub trait MetadataStore:
@@ -84,6 +86,7 @@ pub trait MetadataStore:
     + LedgerStore
     + JobStore
     + BulkSyncStore
+    + WriteJobStore
     + Send
     + Sync
     + 'static
