@@ -875,6 +875,50 @@ async fn postgresql_model_into_mysql_and_sqlite() {
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     assert!(body.to_string().contains("identity.target"), "{body}");
+
+    // Per-field sync_mode create: `name` is only filled where the row holds NULL; `age`
+    // is always written.
+    lite.execute(
+        "CREATE TABLE people_fill (email TEXT PRIMARY KEY, name TEXT, age INTEGER);
+         INSERT INTO people_fill VALUES ('ada@example.com', NULL, 1),
+                                        ('grace@example.com', 'Gracie', 2);",
+    )
+    .await
+    .unwrap();
+    let mut body = sync_body(
+        "fill names",
+        "updateOrCreate",
+        json!({"connection_id": sqlite, "object": "people_fill"}),
+        &model,
+        Some(("email", "email")),
+        &[("name", "name"), ("age", "age")],
+    );
+    body["fields"][0]["sync_mode"] = json!("create");
+    let fill = h.create_sync(body).await;
+    let execution = h.run(fill["id"].as_str().unwrap()).await;
+    assert_counts(&execution, json!({"total": 4, "error": 0}));
+    let rows: Vec<(String, Option<String>, i64)> =
+        sqlx::query("SELECT email, name, age FROM people_fill ORDER BY email")
+            .fetch_all(&mut lite)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+    assert_eq!(rows[0].0, "ada@example.com");
+    assert_eq!(
+        rows[0].1.as_deref(),
+        Some("Ada"),
+        "NULL is filled: {rows:?}"
+    );
+    assert_eq!(rows[2].0, "grace@example.com");
+    assert_eq!(
+        rows[2].1.as_deref(),
+        Some("Gracie"),
+        "a value is kept: {rows:?}"
+    );
+    assert_eq!(rows[2].2, 85, "age is always written: {rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     lite.close().await.unwrap();
 
     // Per-record outcomes: a row the table refuses fails alone, the others are written,
@@ -945,6 +989,74 @@ async fn postgresql_model_into_mysql_and_sqlite() {
     assert_eq!(test_run["status"], "completed", "{test_run}");
     let execution = h.run(&checked_id).await;
     assert_counts(&execution, json!({"total": 1, "insert": 0, "error": 1}));
+
+    // Per-field sync_mode create on PostgreSQL and MySQL upserts.
+    source
+        .execute(
+            "CREATE TABLE people_fill (email text PRIMARY KEY, name text, age integer);
+             INSERT INTO people_fill VALUES ('ada@example.com', NULL, 1),
+                                            ('grace@example.com', 'Gracie', 2);",
+        )
+        .await
+        .unwrap();
+    for statement in [
+        format!(
+            "CREATE TABLE `{database}`.people_fill (email VARCHAR(100) PRIMARY KEY, name TEXT, \
+             age INT)"
+        ),
+        format!(
+            "INSERT INTO `{database}`.people_fill VALUES ('ada@example.com', NULL, 1), \
+             ('grace@example.com', 'Gracie', 2)"
+        ),
+    ] {
+        mysql.execute(statement.as_str()).await.unwrap();
+    }
+    for (connection, table) in [
+        (source_connection.clone(), "public.people_fill".to_string()),
+        (target.clone(), format!("{database}.people_fill")),
+    ] {
+        let mut body = sync_body(
+            "fill names",
+            "updateOrCreate",
+            json!({"connection_id": connection, "object": table}),
+            &model,
+            Some(("email", "email")),
+            &[("name", "name"), ("age", "age")],
+        );
+        body["fields"][0]["sync_mode"] = json!("create");
+        let fill = h.create_sync(body).await;
+        let execution = h.run(fill["id"].as_str().unwrap()).await;
+        assert_counts(&execution, json!({"total": 4, "error": 0}));
+    }
+    let expected = vec![
+        vec![s("ada@example.com"), s("Ada"), s("37")],
+        vec![s("grace@example.com"), s("Gracie"), s("85")],
+    ];
+    let pg_fill = pg_rows(
+        &pg.url,
+        "SELECT email, name, age::text FROM people_fill \
+         WHERE email IN ('ada@example.com', 'grace@example.com') ORDER BY email",
+    )
+    .await;
+    assert_eq!(pg_fill, expected);
+    let my_fill: Vec<(String, Option<String>, i32)> = sqlx::query_as(&format!(
+        "SELECT email, name, age FROM `{database}`.people_fill \
+         WHERE email IN ('ada@example.com', 'grace@example.com') ORDER BY email"
+    ))
+    .fetch_all(&mut mysql)
+    .await
+    .unwrap();
+    assert_eq!(
+        my_fill,
+        vec![
+            ("ada@example.com".to_string(), Some("Ada".to_string()), 37),
+            (
+                "grace@example.com".to_string(),
+                Some("Gracie".to_string()),
+                85
+            ),
+        ]
+    );
 
     // snapshot into new PostgreSQL and MySQL tables: two runs, two stamped copies.
     for (connection, table) in [

@@ -488,6 +488,9 @@ pub enum OnConflict<'a> {
     Fail,
     /// Update the other columns (upsert by this column).
     Update(&'a str),
+    /// Like `Update`, but the listed columns (per-field `sync_mode: create`) are only
+    /// written where the existing row holds NULL.
+    UpdateFilling(&'a str, &'a [String]),
 }
 
 /// A multi-row `INSERT` of `rows` (values aligned with `columns`).
@@ -516,7 +519,13 @@ pub fn insert_statement(
         names.join(", "),
         tuples.join(", ")
     );
-    if let OnConflict::Update(key) = on_conflict {
+    let conflict = match on_conflict {
+        OnConflict::Fail => None,
+        OnConflict::Update(key) => Some((key, &[][..])),
+        OnConflict::UpdateFilling(key, fill) => Some((key, fill)),
+    };
+    if let Some((key, fill)) = conflict {
+        let filled = |name: &str| fill.iter().any(|f| f == name);
         let others: Vec<&str> = columns
             .iter()
             .map(|c| c.name.as_str())
@@ -536,7 +545,19 @@ pub fn insert_statement(
                         .iter()
                         .map(|name| {
                             let quoted = dialect.quote(name);
-                            format!("{quoted} = {excluded}.{quoted}")
+                            if filled(name) {
+                                // The existing row's column, qualified by the table's name
+                                // (PostgreSQL; SQLite reads unqualified names as it).
+                                let existing = match dialect {
+                                    Dialect::Postgresql => {
+                                        format!("{}.{quoted}", dialect.quote(&table.name))
+                                    }
+                                    _ => quoted.clone(),
+                                };
+                                format!("{quoted} = COALESCE({existing}, {excluded}.{quoted})")
+                            } else {
+                                format!("{quoted} = {excluded}.{quoted}")
+                            }
                         })
                         .collect();
                     sql.push_str(&format!(
@@ -555,7 +576,11 @@ pub fn insert_statement(
                         .iter()
                         .map(|name| {
                             let quoted = dialect.quote(name);
-                            format!("{quoted} = VALUES({quoted})")
+                            if filled(name) {
+                                format!("{quoted} = COALESCE({quoted}, VALUES({quoted}))")
+                            } else {
+                                format!("{quoted} = VALUES({quoted})")
+                            }
                         })
                         .collect()
                 };
@@ -1340,6 +1365,18 @@ struct DbEnv<'a> {
 }
 
 impl DbEnv<'_> {
+    /// The columns of fields mapped with `sync_mode: create`: written on insert, and on
+    /// update only where the row holds NULL.
+    fn create_only(&self) -> Vec<String> {
+        self.sync
+            .fields
+            .iter()
+            .zip(&self.columns)
+            .filter(|(field, _)| field.create_only)
+            .map(|(_, (_, column))| column.name.clone())
+            .collect()
+    }
+
     /// The written columns (mapped ones, plus the identity column if not mapped) and each
     /// row's values aligned with them.
     fn layout(&self) -> Vec<&ColumnInfo> {
@@ -1752,12 +1789,13 @@ fn plan_rows(
             if !written.is_empty() {
                 let values: Vec<Vec<Value>> =
                     written.iter().map(|row| env.values(row, layout)).collect();
+                let fill = env.create_only();
                 statements.push(insert_statement(
                     dialect,
                     table,
                     layout,
                     &values,
-                    OnConflict::Update(&column.name),
+                    OnConflict::UpdateFilling(&column.name, &fill),
                 ));
             }
         }

@@ -1218,6 +1218,12 @@ impl DatabaseMode {
         )
     }
 
+    /// Whether per-field `sync_mode: create` changes what is written (columns filled only
+    /// where the existing row holds NULL); insert-only modes write every column anyway.
+    pub fn supports_field_sync_mode(self) -> bool {
+        matches!(self, DatabaseMode::Update | DatabaseMode::UpdateOrCreate)
+    }
+
     /// Whether the identity column needs a unique index (upserts rely on it).
     pub fn requires_unique_identity(self) -> bool {
         matches!(self, DatabaseMode::Update | DatabaseMode::UpdateOrCreate)
@@ -1467,23 +1473,6 @@ pub fn compile_database(
     checked.target.new_name = None;
     checked.target.configuration = None;
     let mut compiled = compile(&checked, model)?;
-    for (group, docs) in [
-        ("fields", document.fields.as_slice()),
-        (
-            "override_fields",
-            document.override_fields.as_deref().unwrap_or_default(),
-        ),
-    ] {
-        for (index, doc) in docs.iter().enumerate() {
-            if doc.sync_mode.as_deref() == Some("create") {
-                return Err(FieldError::new(
-                    format!("{group}[{index}].sync_mode"),
-                    "per-field create is not supported for database targets (accepted: \
-                     updateOrCreate)",
-                ));
-            }
-        }
-    }
     compiled.config = TargetConfig::default();
     Ok((
         compiled,

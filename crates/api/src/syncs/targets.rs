@@ -358,7 +358,8 @@ fn database_modes_brief() -> Vec<Value> {
         .iter()
         .map(|mode| {
             json!({"id": mode.as_str(), "requires_identity": mode.requires_identity(),
-                   "supports_target_filters": false, "supports_per_field_mode": false})
+                   "supports_target_filters": false,
+                   "supports_per_field_mode": mode.supports_field_sync_mode()})
         })
         .collect()
 }
@@ -439,7 +440,8 @@ async fn database_fields(
             json!({"mode": mode.as_str(), "label": mode.as_str(),
                    "description": mode.description(),
                    "requires_identity": mode.requires_identity(),
-                   "supports_target_filters": false, "supports_field_sync_mode": false})
+                   "supports_target_filters": false,
+                   "supports_field_sync_mode": mode.supports_field_sync_mode()})
         })
         .collect();
     Ok(Json(json!({"data": {
