@@ -160,6 +160,17 @@ pub(crate) fn map_unique(entity: &'static str) -> impl FnOnce(sqlx::Error) -> St
     }
 }
 
+/// Converts a foreign-key violation (the parent row is gone) into
+/// [`StoreError::NotFound`] for `entity`.
+pub(crate) fn map_missing_parent(entity: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |error| match &error {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::NotFound { entity }
+        }
+        _ => StoreError::Database(error),
+    }
+}
+
 /// Epoch milliseconds → timestamp.
 pub(crate) fn from_millis(millis: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()

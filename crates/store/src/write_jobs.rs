@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use sqlx::Row as _;
 use uuid::Uuid;
 
-use crate::{Result, StoreError, for_each_backend};
+use crate::{Result, for_each_backend, map_missing_parent};
 
 /// A recorded Bulk job.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +45,7 @@ macro_rules! impl_write_jobs {
                 .bind(ferry_core::time::now_millis().timestamp_millis())
                 .execute(&self.pool)
                 .await
-                .map_err(|error| match &error {
-                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                        StoreError::NotFound { entity: "sync" }
-                    }
-                    _ => StoreError::Database(error),
-                })?;
+                .map_err(map_missing_parent("sync"))?;
                 Ok(())
             }
 
