@@ -52,9 +52,9 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/0009_proxy_calls.sql"),
     ),
     (
-        12,
+        10,
         "bulk jobs of model syncs",
-        include_str!("../migrations/0012_sync_write_jobs.sql"),
+        include_str!("../migrations/0010_sync_write_jobs.sql"),
     ),
 ];
 
