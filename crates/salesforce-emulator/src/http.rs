@@ -881,7 +881,7 @@ fn replication(st: &AppState, obj: usize, p: &[(String, String)], deleted: bool)
     let latest = minute_floor(end.min(now));
     let org = st.org();
     let def = org.def(obj);
-    let smod = def.field("SystemModstamp");
+    let smod = def.modstamp_col();
     if deleted {
         if start < earliest && end < earliest {
             return Reply::error(
@@ -903,14 +903,22 @@ fn replication(st: &AppState, obj: usize, p: &[(String, String)], deleted: bool)
             json!({"deletedRecords": recs, "earliestDateAvailable": format_datetime(earliest), "latestDateCovered": format_datetime(latest)}),
         )
     } else {
-        let ids: Vec<Json> = org.tables[obj]
-            .rows
+        // Rows by SystemModstamp from the index, in row order (as a scan returns them).
+        let table = &org.tables[obj];
+        let mut rows: Vec<u32> = if smod.is_some() && start < latest {
+            table
+                .modstamps
+                .range((start, 0)..(latest, 0))
+                .map(|(_, row)| *row)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        rows.sort_unstable();
+        let ids: Vec<Json> = rows
             .iter()
+            .filter_map(|row| table.rows.get(*row as usize))
             .filter(|r| r.deleted_ms.is_none())
-            .filter(|r| match smod.map(|c| r.get(c)) {
-                Some(Val::DateTime(t)) => t >= start && t < latest,
-                _ => false,
-            })
             .map(|r| Json::String(r.id_opt().map(ids::to18).unwrap_or_default()))
             .collect();
         Reply::json(

@@ -207,6 +207,7 @@ pub fn load(dir: &Path, base: Org) -> Result<Option<(Org, Restored)>, PersistErr
                 .push(Row::from_vals(&vals, ts.deleted.get(ri).copied().flatten()));
         }
     }
+    org.rebuild_modstamps();
     org.reset_caches();
     crate::seed::refresh_currencies(&mut org);
     Ok(Some((

@@ -419,8 +419,13 @@ impl Ctx<'_> {
                     (Val::Str(a), Val::Str(b))
                         if matches!(path.kind, Kind::Id | Kind::Reference) =>
                     {
-                        let a15 = ids::to15(a).unwrap_or_else(|| a.to_string());
-                        a15.cmp(&b.to_string())
+                        // Stored ids are 15 characters: compare them without a copy.
+                        if a.len() == 15 {
+                            (**a).cmp(&**b)
+                        } else {
+                            let a15 = ids::to15(a).unwrap_or_else(|| a.to_string());
+                            a15.as_str().cmp(&**b)
+                        }
                     }
                     (Val::Str(a), Val::Str(b)) => a.to_lowercase().cmp(&b.to_lowercase()),
                     (Val::Bool(a), Val::Bool(b)) => a.cmp(b),
@@ -735,24 +740,136 @@ fn candidates(c: &Ctx, obj: usize, cond: &Cond) -> Option<Vec<u32>> {
     }
 }
 
-fn sort_rows(c: &Ctx, rows: &mut [u32], order: &[(Path, bool, bool)]) {
+/// Sorts rows by `order`; ties keep row order (a scan's order), as a stable sort would.
+/// `keep`: only the first `keep` rows are wanted (`OFFSET` + `LIMIT`), so they are
+/// selected in linear time before the sort and the rest dropped.
+/// Rows whose `SystemModstamp` can satisfy the filter, from the object's SystemModstamp
+/// index, in row order: `None` unless the filter is (an `AND` with) comparisons of the root
+/// object's `SystemModstamp` with datetimes. A null SystemModstamp never satisfies such a
+/// comparison, so rows without one are rightly left out.
+fn modstamp_candidates(c: &Ctx, obj: usize, cond: &Cond) -> Option<Vec<u32>> {
+    let col = c.org.def(obj).modstamp_col()?;
+    let (low, high) = modstamp_bounds(obj, col, cond)?;
+    let table = &c.org.tables[obj];
+    let mut rows: Vec<u32> = if low < high {
+        table
+            .modstamps
+            .range((low, 0)..(high, 0))
+            .map(|(_, row)| *row)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    rows.sort_unstable();
+    Some(rows)
+}
+
+/// `[low, high)` in epoch ms for the SystemModstamp comparisons of a condition (the
+/// intersection of those under an `AND`), or `None` when it has none.
+fn modstamp_bounds(obj: usize, col: usize, cond: &Cond) -> Option<(i64, i64)> {
+    match cond {
+        Cond::Cmp(path, op, Lit::Val(Val::DateTime(ms)))
+            if path.steps.is_empty() && path.obj == obj && path.col == col =>
+        {
+            let ms = *ms;
+            match op {
+                ComparisonOp::Eq => Some((ms, ms.saturating_add(1))),
+                ComparisonOp::Ge => Some((ms, i64::MAX)),
+                ComparisonOp::Gt => Some((ms.saturating_add(1), i64::MAX)),
+                ComparisonOp::Lt => Some((i64::MIN, ms)),
+                ComparisonOp::Le => Some((i64::MIN, ms.saturating_add(1))),
+                ComparisonOp::Ne | ComparisonOp::Like => None,
+            }
+        }
+        Cond::And(children) => children
+            .iter()
+            .filter_map(|child| modstamp_bounds(obj, col, child))
+            .reduce(|(l1, h1), (l2, h2)| (l1.max(l2), h1.min(h2))),
+        _ => None,
+    }
+}
+
+/// `ORDER BY SystemModstamp [DESC] LIMIT n` from the SystemModstamp index: the first `keep`
+/// of `rows` in that order (ties in row order, as [`sort_rows`] leaves them) without
+/// sorting every row. `None` when the order is anything else, or when some row has no
+/// SystemModstamp (nulls would need their place in the order).
+fn modstamp_order(
+    c: &Ctx,
+    obj: usize,
+    order: &[(Path, bool, bool)],
+    rows: &[u32],
+    keep: usize,
+) -> Option<Vec<u32>> {
+    let [(path, desc, _)] = order else {
+        return None;
+    };
+    let col = c.org.def(obj).modstamp_col()?;
+    let table = &c.org.tables[obj];
+    if !path.steps.is_empty()
+        || path.obj != obj
+        || path.col != col
+        || table.modstamps.len() != table.rows.len()
+    {
+        return None;
+    }
+    let mut wanted = vec![false; table.rows.len()];
+    for row in rows {
+        if let Some(slot) = wanted.get_mut(*row as usize) {
+            *slot = true;
+        }
+    }
+    let entries: Box<dyn Iterator<Item = &(i64, u32)>> = if *desc {
+        Box::new(table.modstamps.iter().rev())
+    } else {
+        Box::new(table.modstamps.iter())
+    };
+    let mut picked: Vec<(i64, u32)> = Vec::new();
+    for &(ms, row) in entries {
+        if picked.len() >= keep && picked.last().is_some_and(|(last, _)| *last != ms) {
+            break;
+        }
+        if wanted.get(row as usize).copied().unwrap_or(false) {
+            picked.push((ms, row));
+        }
+    }
+    picked.sort_by(|a, b| {
+        let by_time = if *desc { b.0.cmp(&a.0) } else { a.0.cmp(&b.0) };
+        by_time.then(a.1.cmp(&b.1))
+    });
+    picked.truncate(keep);
+    Some(picked.into_iter().map(|(_, row)| row).collect())
+}
+
+fn sort_rows(c: &Ctx, rows: &mut Vec<u32>, order: &[(Path, bool, bool)], keep: Option<usize>) {
     if order.is_empty() {
         return;
     }
-    let keys: HashMap<u32, Vec<Val>> = rows
+    let mut keyed: Vec<(Vec<Val>, u32)> = rows
         .iter()
-        .map(|r| (*r, order.iter().map(|(p, _, _)| c.get(p, *r)).collect()))
+        .map(|r| (order.iter().map(|(p, _, _)| c.get(p, *r)).collect(), *r))
         .collect();
-    rows.sort_by(|a, b| {
-        let (ka, kb) = (&keys[a], &keys[b]);
+    let compare = |a: &(Vec<Val>, u32), b: &(Vec<Val>, u32)| {
         for (i, (_, desc, nulls_first)) in order.iter().enumerate() {
-            let o = compare_keys(&ka[i], &kb[i], *desc, *nulls_first);
+            let o = compare_keys(&a.0[i], &b.0[i], *desc, *nulls_first);
             if o != std::cmp::Ordering::Equal {
                 return o;
             }
         }
-        std::cmp::Ordering::Equal
-    });
+        a.1.cmp(&b.1)
+    };
+    if let Some(keep) = keep
+        && keep < keyed.len()
+    {
+        if keep == 0 {
+            keyed.clear();
+        } else {
+            keyed.select_nth_unstable_by(keep - 1, compare);
+            keyed.truncate(keep);
+        }
+    }
+    keyed.sort_unstable_by(compare);
+    rows.clear();
+    rows.extend(keyed.into_iter().map(|(_, r)| r));
 }
 
 fn compare_keys(a: &Val, b: &Val, desc: bool, nulls_first: bool) -> std::cmp::Ordering {
@@ -818,8 +935,12 @@ pub fn run(
     };
     let mut rows: Vec<u32> = Vec::new();
     let table = &org.tables[obj];
-    match filter.as_ref().and_then(|f| candidates(&c, obj, f)) {
-        // an indexed predicate (Id, or a unique/external-id column) narrows the scan
+    let indexed = filter
+        .as_ref()
+        .and_then(|f| candidates(&c, obj, f).or_else(|| modstamp_candidates(&c, obj, f)));
+    match indexed {
+        // an indexed predicate (Id, a unique/external-id column, a SystemModstamp range)
+        // narrows the scan
         Some(cands) => {
             for row in cands {
                 let Some(r) = table.rows.get(row as usize) else {
@@ -859,7 +980,13 @@ pub fn run(
         return aggregate(&c, obj, q, rows).map(Outcome::Aggregate);
     }
     let order = c.plan_order(obj, q)?;
-    sort_rows(&c, &mut rows, &order);
+    let keep = q
+        .limit
+        .map(|l| (l as usize).saturating_add(q.offset.unwrap_or(0) as usize));
+    match keep.and_then(|keep| modstamp_order(&c, obj, &order, &rows, keep)) {
+        Some(sorted) => rows = sorted,
+        None => sort_rows(&c, &mut rows, &order, keep),
+    }
     let offset = q.offset.unwrap_or(0) as usize;
     if offset > 0 {
         rows.drain(..offset.min(rows.len()));
@@ -1332,7 +1459,7 @@ fn render_node(c: &Ctx, node: &Node, obj: usize, row: u32, v: &str) -> Json {
                 if let Some(f) = &cp.filter {
                     kids.retain(|k| c.test(f, *k));
                 }
-                sort_rows(c, &mut kids, &cp.order);
+                sort_rows(c, &mut kids, &cp.order, None);
                 if let Some(l) = cp.limit {
                     kids.truncate(l as usize);
                 }
@@ -1432,5 +1559,142 @@ mod tests {
             key_of(&Val::str("0015500001QdQWaAAN")).as_deref(),
             Some("0015500001QdQWa")
         );
+    }
+
+    /// Record ids of a query's rows, in the order returned.
+    fn answer(org: &Org, soql: &str, all_rows: bool) -> Vec<String> {
+        let ast = ferry_soql::parse(soql).expect("soql");
+        match run(org, &ast, soql, all_rows, 1_700_010_000_000).expect("query") {
+            Outcome::Rows { obj, rows, .. } => rows
+                .iter()
+                .map(|r| org.row(obj, *r).id_opt().unwrap_or_default().to_string())
+                .collect(),
+            Outcome::Count(n) => vec![n.to_string()],
+            Outcome::Aggregate(_) => Vec::new(),
+        }
+    }
+
+    /// Queries answered through the SystemModstamp index give what a scan gives, after
+    /// inserts, updates, deletes and rolled-back writes (an `OR` with a never-true branch
+    /// forces the scan).
+    #[test]
+    fn modstamp_index_answers_like_a_scan() {
+        use crate::schema::Schema;
+        use crate::store::WriteCtx;
+        let mut org = Org::new(Schema::standard(), 'A');
+        let account = org.obj("Account").expect("Account");
+        let base = 1_700_000_000_000i64;
+        let mut ids = Vec::new();
+        for i in 0..300i64 {
+            let ctx = WriteCtx {
+                now: base + (i * 7919) % 1000 * 1000,
+            };
+            let mut body = Map::new();
+            body.insert("Name".into(), json!(format!("A{i}")));
+            ids.push(org.insert(account, &body, ctx).expect("insert"));
+        }
+        for (i, id) in ids.iter().enumerate().step_by(3) {
+            let row = org.find(account, id).expect("row");
+            let ctx = WriteCtx {
+                now: base + 2_000_000 + (i as i64 % 50) * 1000,
+            };
+            if i % 2 == 0 {
+                let mut body = Map::new();
+                body.insert("Name".into(), json!(format!("B{i}")));
+                org.update(account, row, &body, ctx).expect("update");
+            } else {
+                org.delete(account, row, ctx).expect("delete");
+            }
+        }
+        // Rolled back: an insert and an update leave the index as it was.
+        org.begin();
+        let mut body = Map::new();
+        body.insert("Name".into(), json!("gone"));
+        let ctx = WriteCtx {
+            now: base + 9_000_000,
+        };
+        let row = org.find(account, &ids[1]).expect("row");
+        org.update(account, row, &body, ctx).expect("update");
+        org.insert(account, &body, ctx).expect("insert");
+        org.rollback();
+        let at = |ms: i64| crate::bulk::format_csv_datetime(base + ms);
+        let conditions = [
+            format!("SystemModstamp >= {}", at(500_000)),
+            format!("SystemModstamp > {}", at(500_000)),
+            format!("SystemModstamp < {}", at(300_000)),
+            format!("SystemModstamp <= {}", at(300_000)),
+            format!("SystemModstamp = {}", at(7_000)),
+            format!(
+                "SystemModstamp >= {} AND SystemModstamp < {}",
+                at(100_000),
+                at(2_020_000)
+            ),
+            format!(
+                "SystemModstamp >= {} AND SystemModstamp < {} AND Name LIKE 'B%'",
+                at(0),
+                at(9_900_000)
+            ),
+            format!(
+                "SystemModstamp > {} AND SystemModstamp < {}",
+                at(800_000),
+                at(100_000)
+            ),
+            format!("SystemModstamp >= {}", at(9_000_000)),
+        ];
+        let mut indexed_some = false;
+        for condition in &conditions {
+            for all_rows in [false, true] {
+                for shape in [
+                    "SELECT Id FROM Account WHERE {}",
+                    "SELECT COUNT() FROM Account WHERE {}",
+                    "SELECT Id FROM Account WHERE {} ORDER BY SystemModstamp DESC LIMIT 3",
+                    "SELECT Id FROM Account WHERE {} ORDER BY Name LIMIT 5",
+                ] {
+                    let indexed = shape.replace("{}", condition);
+                    let scanned = shape.replace("{}", &format!("({condition}) OR Name = 'never'"));
+                    let got = answer(&org, &indexed, all_rows);
+                    indexed_some |= !got.is_empty();
+                    assert_eq!(got, answer(&org, &scanned, all_rows), "{indexed}");
+                }
+            }
+        }
+        assert!(indexed_some);
+        // The index holds every row once, at its current SystemModstamp.
+        let col = org.def(account).modstamp_col().expect("column");
+        let table = &org.tables[account];
+        assert_eq!(table.modstamps.len(), table.rows.len());
+        for (ms, row) in &table.modstamps {
+            assert_eq!(table.rows[*row as usize].get(col), Val::DateTime(*ms));
+        }
+        // Sorting with a LIMIT keeps the order of a full sort.
+        let limited = answer(
+            &org,
+            "SELECT Id FROM Account ORDER BY Name DESC LIMIT 10",
+            true,
+        );
+        let full = answer(&org, "SELECT Id FROM Account ORDER BY Name DESC", true);
+        assert_eq!(limited, full[..10]);
+        let top = answer(
+            &org,
+            "SELECT Id FROM Account ORDER BY SystemModstamp DESC LIMIT 1",
+            true,
+        );
+        assert_eq!(top, full_sorted_top(&org, account));
+    }
+
+    /// The id of the row with the newest SystemModstamp (first in row order on ties).
+    fn full_sorted_top(org: &Org, account: usize) -> Vec<String> {
+        let col = org.def(account).modstamp_col().expect("column");
+        let table = &org.tables[account];
+        let mut best: Option<(i64, usize)> = None;
+        for (i, row) in table.rows.iter().enumerate() {
+            if let Val::DateTime(ms) = row.get(col)
+                && best.is_none_or(|(b, _)| ms > b)
+            {
+                best = Some((ms, i));
+            }
+        }
+        best.map(|(_, i)| vec![table.rows[i].id_opt().unwrap_or_default().to_string()])
+            .unwrap_or_default()
     }
 }

@@ -256,7 +256,15 @@ impl ObjectDef {
         self.fields.push(f);
     }
 
-    /// Field index by case-insensitive name.
+    /// The `SystemModstamp` column, when the object has one (a stored datetime).
+    pub fn modstamp_col(&self) -> Option<usize> {
+        let col = *self.by_exact.get("SystemModstamp")?;
+        (self.kinds.get(col) == Some(&Kind::DateTime)
+            && self.formulas.get(col).is_some_and(Option::is_none))
+        .then_some(col)
+    }
+
+    /// Lookup field index by case-insensitive name.
     pub fn field(&self, name: &str) -> Option<usize> {
         if let Some(i) = self.by_exact.get(name) {
             return Some(*i);

@@ -3,7 +3,7 @@
 //! Bulk). Writes validate and coerce like Salesforce and return its error codes; an undo log
 //! gives `allOrNone` rollback.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use serde_json::{Map, Value as Json};
 
@@ -57,6 +57,11 @@ pub struct Table {
     pub seq: u64,
     /// Value indexes of unique / external-id columns: normalised value → rows.
     pub indexes: HashMap<usize, HashMap<String, Vec<u32>>>,
+    /// `(SystemModstamp ms, row)` of every row that has one, deleted rows included: the
+    /// index behind `SystemModstamp` range filters and `ORDER BY SystemModstamp` (Salesforce
+    /// indexes the field, so incremental reads cost what they return). Kept by every write
+    /// path of [`Org`] and by snapshot loading.
+    pub modstamps: BTreeSet<(i64, u32)>,
 }
 
 impl std::fmt::Debug for Table {
@@ -65,6 +70,7 @@ impl std::fmt::Debug for Table {
             .field("rows", &self.rows.len())
             .field("seq", &self.seq)
             .field("indexes", &self.indexes.len())
+            .field("modstamps", &self.modstamps.len())
             .finish()
     }
 }
@@ -98,6 +104,14 @@ pub struct Org {
 enum UndoEntry {
     Insert,
     Update(u32, Row),
+}
+
+/// A row's `SystemModstamp` in epoch ms, when the object has the field and the row a value.
+pub fn modstamp_of(def: &ObjectDef, row: &Row) -> Option<i64> {
+    match row.get(def.modstamp_col()?) {
+        Val::DateTime(ms) => Some(ms),
+        _ => None,
+    }
 }
 
 fn row_val(row: &Row, col: usize) -> Val {
@@ -282,6 +296,9 @@ impl Org {
                     let t = &mut self.tables[obj];
                     if let Some(row) = t.rows.pop() {
                         let idx = t.rows.len() as u32;
+                        if let Some(ms) = modstamp_of(&self.schema.objects[obj], &row) {
+                            t.modstamps.remove(&(ms, idx));
+                        }
                         if let Some(id) = row.id_opt() {
                             t.by_id.remove(id);
                         }
@@ -297,9 +314,43 @@ impl Org {
                 }
                 UndoEntry::Update(row, old) => {
                     self.reindex(obj, row, Some(&old));
-                    self.tables[obj].rows[row as usize] = old;
+                    let current = std::mem::replace(&mut self.tables[obj].rows[row as usize], old);
+                    self.restamp(obj, row, Some(&current));
                 }
             }
+        }
+    }
+
+    /// Moves `row`'s entry in the SystemModstamp index from its value in `previous` (the
+    /// row as it was; `None` for a new row) to its current value.
+    fn restamp(&mut self, obj: usize, row: u32, previous: Option<&Row>) {
+        let def = &self.schema.objects[obj];
+        let before = previous.and_then(|p| modstamp_of(def, p));
+        let after = modstamp_of(def, &self.tables[obj].rows[row as usize]);
+        if before == after {
+            return;
+        }
+        let t = &mut self.tables[obj];
+        if let Some(ms) = before {
+            t.modstamps.remove(&(ms, row));
+        }
+        if let Some(ms) = after {
+            t.modstamps.insert((ms, row));
+        }
+    }
+
+    /// Rebuilds the SystemModstamp index of every table (after rows were loaded directly).
+    pub fn rebuild_modstamps(&mut self) {
+        for (obj, t) in self.tables.iter_mut().enumerate() {
+            let Some(def) = self.schema.objects.get(obj) else {
+                continue;
+            };
+            t.modstamps = t
+                .rows
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| modstamp_of(def, r).map(|ms| (ms, i as u32)))
+                .collect();
         }
     }
 
@@ -1057,6 +1108,7 @@ impl Org {
         t.rows.push(Row::from_vals(&vals, None));
         t.by_id.insert(id15.as_str().into(), idx);
         self.reindex(obj, idx, None);
+        self.restamp(obj, idx, None);
         self.log(obj, UndoEntry::Insert);
         Ok(ids::to18(&id15))
     }
@@ -1141,6 +1193,7 @@ impl Org {
             .map_err(|e| vec![e])?;
         self.tables[obj].rows[row as usize] = Row::from_vals(&vals, old.deleted_ms);
         self.reindex(obj, row, Some(&old));
+        self.restamp(obj, row, Some(&old));
         self.log(obj, UndoEntry::Update(row, old));
         Ok(())
     }
@@ -1198,6 +1251,7 @@ impl Org {
             vals[c] = Val::DateTime(ctx.now);
         }
         self.tables[obj].rows[row as usize] = Row::from_vals(&vals, Some(ctx.now));
+        self.restamp(obj, row, Some(&old));
         self.log(obj, UndoEntry::Update(row, old));
         Ok(())
     }

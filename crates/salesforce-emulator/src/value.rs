@@ -170,7 +170,14 @@ pub fn cmp_vals(a: &Val, b: &Val) -> std::cmp::Ordering {
         (Val::Null, _) => Ordering::Less,
         (_, Val::Null) => Ordering::Greater,
         (Val::Str(x), Val::Str(y)) => {
-            let c = x.to_lowercase().cmp(&y.to_lowercase());
+            // ASCII text compares without lower-casing copies (same order as below).
+            let c = if x.is_ascii() && y.is_ascii() {
+                x.bytes()
+                    .map(|b| b.to_ascii_lowercase())
+                    .cmp(y.bytes().map(|b| b.to_ascii_lowercase()))
+            } else {
+                x.to_lowercase().cmp(&y.to_lowercase())
+            };
             if c == Ordering::Equal { x.cmp(y) } else { c }
         }
         (Val::Bool(x), Val::Bool(y)) => x.cmp(y),

@@ -327,6 +327,17 @@ pub struct CsvPage {
     pub number_of_records: Option<u64>,
 }
 
+/// One page of Bulk 2.0 query results as received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawCsvPage {
+    /// The CSV body: a header line, then the rows.
+    pub body: Bytes,
+    /// The locator of the next page (`None` after the last).
+    pub next_locator: Option<String>,
+    /// `Sforce-NumberOfRecords`.
+    pub number_of_records: Option<u64>,
+}
+
 /// Parses a CSV page with a header row.
 pub fn parse_csv_page(
     body: &[u8],
@@ -675,6 +686,28 @@ impl SalesforceClient {
         max_records: Option<u64>,
         delimiter: ColumnDelimiter,
     ) -> impl Stream<Item = Result<CsvPage>> + Send + 'static {
+        self.bulk2_query_raw_pages(job_id, max_records)
+            .map(move |page| {
+                let page = page?;
+                let (columns, rows) = parse_csv_page(&page.body, delimiter)?;
+                Ok(CsvPage {
+                    columns: Arc::new(columns),
+                    rows,
+                    next_locator: page.next_locator,
+                    number_of_records: page.number_of_records,
+                })
+            })
+            .boxed()
+    }
+
+    /// Like [`SalesforceClient::bulk2_query_pages`], but each page is the CSV body as
+    /// Salesforce sent it (header line included), for callers that transform the bytes
+    /// themselves instead of materializing every cell.
+    pub fn bulk2_query_raw_pages(
+        &self,
+        job_id: &str,
+        max_records: Option<u64>,
+    ) -> impl Stream<Item = Result<RawCsvPage>> + Send + 'static {
         if let Err(error) = check_job_id(job_id) {
             return stream::once(async move { Err(error) }).boxed();
         }
@@ -712,10 +745,8 @@ impl SalesforceClient {
                     .get("sforce-numberofrecords")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse().ok());
-                let (columns, rows) = parse_csv_page(&body, delimiter)?;
-                let page = CsvPage {
-                    columns: Arc::new(columns),
-                    rows,
+                let page = RawCsvPage {
+                    body,
                     next_locator: next.clone(),
                     number_of_records,
                 };

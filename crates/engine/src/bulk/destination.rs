@@ -696,43 +696,48 @@ impl Destination {
         )
     }
 
-    /// Encodes a canonical value for this dialect's staging text (see
-    /// `source` for the canonical forms). Values that do not parse as their type
-    /// become `None`.
+    /// Encodes a canonical value for this dialect's staging text (see [`encode`]).
     pub(crate) fn encode(&self, sql_type: SqlType, value: String) -> Option<String> {
-        match sql_type {
-            SqlType::Bool => {
-                let truth = match value.trim().to_ascii_lowercase().as_str() {
-                    "true" | "1" => true,
-                    "false" | "0" => false,
-                    _ => return None,
-                };
-                Some(
-                    match (self.dialect, truth) {
-                        (Dialect::Postgres, true) => "true",
-                        (Dialect::Postgres, false) => "false",
-                        (_, true) => "1",
-                        (_, false) => "0",
-                    }
-                    .to_string(),
-                )
-            }
-            SqlType::DateTime => {
-                let at = ferry_salesforce::datetime::parse_datetime(&value)?;
-                Some(match self.dialect {
-                    Dialect::Mysql => at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-                    _ => at.to_rfc3339_opts(SecondsFormat::Millis, true),
-                })
-            }
-            SqlType::Date => ferry_salesforce::datetime::parse_date(&value)
-                .map(|d| d.format("%Y-%m-%d").to_string()),
-            SqlType::Time => Some(value.trim_end_matches('Z').to_string()),
-            SqlType::BigInt | SqlType::Numeric => {
-                let trimmed = value.trim();
-                trimmed.parse::<f64>().ok().map(|_| trimmed.to_string())
-            }
-            SqlType::Id | SqlType::Text { .. } => Some(value),
+        encode(self.dialect, sql_type, value)
+    }
+}
+
+/// Encodes a canonical value for a dialect's staging text (see `source` for the canonical
+/// forms). Values that do not parse as their type become `None`.
+pub(crate) fn encode(dialect: Dialect, sql_type: SqlType, value: String) -> Option<String> {
+    match sql_type {
+        SqlType::Bool => {
+            let truth = match value.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => return None,
+            };
+            Some(
+                match (dialect, truth) {
+                    (Dialect::Postgres, true) => "true",
+                    (Dialect::Postgres, false) => "false",
+                    (_, true) => "1",
+                    (_, false) => "0",
+                }
+                .to_string(),
+            )
         }
+        SqlType::DateTime => {
+            let at = ferry_salesforce::datetime::parse_datetime(&value)?;
+            Some(match dialect {
+                Dialect::Mysql => at.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+                _ => at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            })
+        }
+        SqlType::Date => {
+            ferry_salesforce::datetime::parse_date(&value).map(|d| d.format("%Y-%m-%d").to_string())
+        }
+        SqlType::Time => Some(value.trim_end_matches('Z').to_string()),
+        SqlType::BigInt | SqlType::Numeric => {
+            let trimmed = value.trim();
+            trimmed.parse::<f64>().ok().map(|_| trimmed.to_string())
+        }
+        SqlType::Id | SqlType::Text { .. } => Some(value),
     }
 }
 
@@ -878,6 +883,35 @@ impl Conn {
                 ))
                 .await
             }
+        }
+    }
+
+    /// Appends PostgreSQL COPY CSV rows (from [`super::csv::page_to_copy`]) to a table
+    /// (`table`: a quoted, possibly qualified reference). PostgreSQL only.
+    pub(crate) async fn copy_csv(
+        &mut self,
+        destination: &Destination,
+        table: &str,
+        columns: &[String],
+        csv: &[u8],
+    ) -> Result<(), BulkError> {
+        if csv.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Conn::Postgres(c) => {
+                send(super::postgres::copy_csv(
+                    c,
+                    destination,
+                    table,
+                    columns,
+                    csv,
+                ))
+                .await
+            }
+            _ => Err(BulkError::Config(
+                "COPY input is only produced for PostgreSQL destinations".into(),
+            )),
         }
     }
 

@@ -7,6 +7,7 @@
 //! The rest of this documentation is `README.md` beside this file.
 #![doc = include_str!("README.md")]
 
+mod csv;
 mod destination;
 mod mysql;
 mod postgres;
@@ -145,11 +146,21 @@ pub struct BulkOptions {
     pub id_reconcile_every_runs: u32,
     /// Reads of a window whose record count disagrees with Salesforce's `COUNT()`.
     pub max_window_attempts: u32,
+    /// A Bulk read of more records than this (by its `SELECT COUNT()`) is split into Id
+    /// ranges of about this many records, one Bulk 2.0 query job each (PK chunking; 100,000
+    /// is Salesforce's own default chunk size).
+    pub chunk_records: u64,
+    /// Chunk jobs running in Salesforce at once: while one chunk's pages are loaded, the
+    /// next chunks' jobs are processed.
+    pub chunk_jobs_in_flight: usize,
     /// How Bulk 2.0 query jobs are polled.
     pub poll: ferry_salesforce::bulk2::PollOptions,
     /// Testing: fail each object inside its destination transaction, after the load and
     /// the merge and just before the commit (the crash the cursor design must survive).
     pub fail_before_commit: bool,
+    /// Testing: fail a chunked read after this many chunks were loaded (a crash in the
+    /// middle of a chunked read).
+    pub fail_after_chunks: Option<usize>,
 }
 
 impl Default for BulkOptions {
@@ -160,12 +171,15 @@ impl Default for BulkOptions {
             page_records: 50_000,
             id_reconcile_every_runs: 24,
             max_window_attempts: 3,
+            chunk_records: 100_000,
+            chunk_jobs_in_flight: 2,
             poll: ferry_salesforce::bulk2::PollOptions {
                 initial_interval: std::time::Duration::from_millis(250),
                 max_interval: std::time::Duration::from_secs(10),
                 timeout: std::time::Duration::from_secs(6 * 3600),
             },
             fail_before_commit: false,
+            fail_after_chunks: None,
         }
     }
 }

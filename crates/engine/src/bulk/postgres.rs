@@ -68,6 +68,36 @@ pub(crate) fn copy_rows<'a>(
     })
 }
 
+/// `COPY <table> (<columns>) FROM STDIN (FORMAT csv)` of ready CSV rows, sent in
+/// CopyData messages of at most [`CHUNK_BYTES`] (PostgreSQL reads them as one stream, so a
+/// message may end mid-row).
+pub(crate) fn copy_csv<'a>(
+    conn: &'a mut PgConnection,
+    destination: &'a Destination,
+    table: &'a str,
+    columns: &'a [String],
+    csv: &'a [u8],
+) -> super::run::SendFuture<'a, Result<(), BulkError>> {
+    Box::pin(async move {
+        let names: Vec<String> = columns.iter().map(|c| destination.quote(c)).collect();
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN WITH (FORMAT csv)",
+            table,
+            names.join(", ")
+        );
+        let map_error = |source| BulkError::database("COPY", source);
+        let mut copy = conn.copy_in_raw(&statement).await.map_err(map_error)?;
+        for chunk in csv.chunks(CHUNK_BYTES) {
+            if let Err(error) = copy.send(chunk).await {
+                let _ = copy.abort("send failed").await;
+                return Err(map_error(error));
+            }
+        }
+        copy.finish().await.map_err(map_error)?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -30,7 +30,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::destination::{Conn, Destination, Dialect};
 use super::schema::{Column, ColumnSource, ObjectPlan, normalize_name, plan_object, widen};
-use super::source::{self, ObjectRef, PageReader, Rates, ReadVia, Row};
+use super::source::{self, ObjectRef, Page, PageReader, Rates, ReadVia, Row};
 use super::{
     BulkObject, BulkRunRequest, DeleteHandling, DestinationMode, FetchMode, ObjectOutcome,
     ObjectStatus,
@@ -433,14 +433,15 @@ async fn ensure_table(
     })
 }
 
-/// Reads one query into a fresh staging table; returns the distinct records staged.
+/// Reads one query (or its Id-range chunks) into a fresh staging table; returns the
+/// distinct records staged.
 #[allow(clippy::too_many_arguments)]
 async fn read_into(
     ctx: &RunContext<'_>,
     conn: &mut Conn,
     stage: &Stage,
     into: Into<'_>,
-    soql: &str,
+    queries: Vec<String>,
     via: ReadVia,
     rates: Option<&Rates>,
 ) -> Result<u64, BulkError> {
@@ -459,23 +460,38 @@ async fn read_into(
             (table_ref, None)
         }
     };
+    // PostgreSQL takes Bulk pages as COPY input encoded on the read-ahead task, when every
+    // staged column is a field read as it is.
+    let copy = (destination.dialect == Dialect::Postgres
+        && stage
+            .sources
+            .iter()
+            .all(|source| matches!(source, CellSource::Read(_))))
+    .then(|| Arc::new(stage.columns.iter().map(|c| c.sql_type).collect::<Vec<_>>()));
+    let chunks = queries.len();
     let mut reader: PageReader = source::open(
         &ctx.req.client,
-        soql,
+        queries,
         via,
         stage.read.clone(),
+        copy,
         &ctx.req.options,
-        &ctx.req.cancel,
-    )
-    .await?;
+    );
     let mut pages = 0u64;
     while let Some(page) = reader.next(&ctx.req.cancel).await? {
         pages += 1;
-        let rows: Vec<Row> = page
-            .into_iter()
-            .map(|mut row| stage.stage_row(destination, rates, &mut row))
-            .collect();
-        conn.load(destination, &table_ref, &names, &rows).await?;
+        match page {
+            Page::Rows(rows) => {
+                let rows: Vec<Row> = rows
+                    .into_iter()
+                    .map(|mut row| stage.stage_row(destination, rates, &mut row))
+                    .collect();
+                conn.load(destination, &table_ref, &names, &rows).await?;
+            }
+            Page::Copy(csv) => {
+                conn.copy_csv(destination, &table_ref, &names, &csv).await?;
+            }
+        }
     }
     reader.finish().await;
     let count_sql = match staging {
@@ -488,8 +504,40 @@ async fn read_into(
         None => format!("SELECT COUNT(*) FROM {table_ref}"),
     };
     let staged = conn.fetch_count(&count_sql).await?;
-    info!(into = %table_ref, pages, staged, ?via, "window staged");
+    info!(into = %table_ref, pages, chunks, staged, ?via, "window staged");
     Ok(staged)
+}
+
+/// The SOQL of a read: one query, or — for a Bulk read of more than `chunk_records`
+/// records — one query per Id range, the ranges splitting the object's Id span into
+/// `ceil(expected / chunk_records)` parts.
+async fn read_queries(
+    ctx: &RunContext<'_>,
+    object: &ObjectRef,
+    fields: &[&str],
+    conditions: &[String],
+    via: ReadVia,
+    expected: Option<u64>,
+) -> Result<Vec<String>, BulkError> {
+    let single = || vec![source::select(fields, &object.name, conditions)];
+    let chunk_records = ctx.req.options.chunk_records.max(1);
+    let Some(expected) = expected else {
+        return Ok(single());
+    };
+    if !matches!(via, ReadVia::Bulk { .. }) || expected <= chunk_records {
+        return Ok(single());
+    }
+    let Some((min, max)) = source::id_range(&ctx.req.client, object).await? else {
+        return Ok(single());
+    };
+    let boundaries = source::id_boundaries(&min, &max, expected.div_ceil(chunk_records));
+    info!(object = %object.name, expected, chunks = boundaries.len() + 1, "reading in id-range chunks");
+    Ok(source::chunk_queries(
+        fields,
+        &object.name,
+        conditions,
+        &boundaries,
+    ))
 }
 
 /// Where a read lands.
@@ -530,15 +578,15 @@ async fn read_reconciled(
     rates: Option<&Rates>,
 ) -> Result<u64, BulkError> {
     let fields: Vec<&str> = stage.read.iter().map(String::as_str).collect();
-    let soql = source::select(&fields, &object.name, conditions);
     if object.tooling {
         // The Tooling API has no queryAll; its objects are small and read whole.
+        let soql = source::select(&fields, &object.name, conditions);
         return send(read_into(
             ctx,
             conn,
             stage,
             into,
-            &soql,
+            vec![soql],
             ReadVia::Tooling,
             rates,
         ))
@@ -548,7 +596,8 @@ async fn read_reconciled(
     let attempts = ctx.req.options.max_window_attempts.max(1);
     for attempt in 1..=attempts {
         let via = choose_via(ctx, object, Some(expected), all);
-        let staged = send(read_into(ctx, conn, stage, into, &soql, via, rates))
+        let queries = read_queries(ctx, object, &fields, conditions, via, Some(expected)).await?;
+        let staged = send(read_into(ctx, conn, stage, into, queries, via, rates))
             .instrument(info_span!("bulk_window", attempt, expected))
             .await?;
         let after = source::count(&ctx.req.client, object, conditions, all).await?;
@@ -678,15 +727,23 @@ async fn sync_object_on(
             refresh_conditions.push(format!("{field} >= {}", source::soql_datetime(cutoff)));
         }
         let fields: Vec<&str> = partial.read.iter().map(String::as_str).collect();
-        let soql = source::select(&fields, &object_ref.name, &refresh_conditions);
         let expected = source::count(&req.client, object_ref, &refresh_conditions, false).await?;
         let via = choose_via(ctx, object_ref, Some(expected), false);
+        let queries = read_queries(
+            ctx,
+            object_ref,
+            &fields,
+            &refresh_conditions,
+            via,
+            Some(expected),
+        )
+        .await?;
         send(read_into(
             ctx,
             conn,
             &partial,
             Into::Staging(STAGE_PARTIAL),
-            &soql,
+            queries,
             via,
             rates,
         ))
@@ -710,15 +767,15 @@ async fn sync_object_on(
     };
     if reconcile && !object_ref.tooling {
         let ids = Stage::of(plan, |_| false);
-        let soql = source::select(&["Id"], &object_ref.name, &[]);
         let expected = source::count(&req.client, object_ref, &[], false).await?;
         let via = choose_via(ctx, object_ref, Some(expected), false);
+        let queries = read_queries(ctx, object_ref, &["Id"], &[], via, Some(expected)).await?;
         send(read_into(
             ctx,
             conn,
             &ids,
             Into::Staging(STAGE_IDS),
-            &soql,
+            queries,
             via,
             None,
         ))

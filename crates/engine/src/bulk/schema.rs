@@ -223,6 +223,107 @@ pub(crate) struct ObjectPlan {
     pub missing_fields: Vec<String>,
 }
 
+/// Formula functions whose value moves with the clock.
+const CLOCK_FUNCTIONS: [&str; 3] = ["now", "today", "timenow"];
+
+/// The calculated fields (lower-cased names) whose value can change while their record's
+/// `SystemModstamp` stays put, so incremental windows cannot see the change: roll-ups and
+/// calculated fields without a formula text, formulas that reference another record
+/// (`Account.Name`), a global (`$User`, `$Organization`, ...) or the clock (`NOW()`,
+/// `TODAY()`, `TIMENOW()`), and formulas over such fields. A formula over its own record's
+/// stored fields only (`Amount * 2`) changes only when the record does, which moves
+/// `SystemModstamp`.
+pub(crate) fn volatile_fields(fields: &[FieldDescribe]) -> std::collections::HashSet<String> {
+    let mut volatile = std::collections::HashSet::new();
+    let mut references: Vec<(String, Vec<String>)> = Vec::new();
+    for field in fields.iter().filter(|f| f.calculated) {
+        let name = field.name.to_ascii_lowercase();
+        match field.calculated_formula.as_deref().map(str::trim) {
+            Some(text) if !text.is_empty() => match formula_references(text) {
+                Some(own) => references.push((name, own)),
+                None => {
+                    volatile.insert(name);
+                }
+            },
+            _ => {
+                volatile.insert(name);
+            }
+        }
+    }
+    // Formulas over volatile fields are volatile too (to a fixed point).
+    loop {
+        let before = volatile.len();
+        for (name, own) in &references {
+            if !volatile.contains(name) && own.iter().any(|r| volatile.contains(r)) {
+                volatile.insert(name.clone());
+            }
+        }
+        if volatile.len() == before {
+            break;
+        }
+    }
+    volatile
+}
+
+/// The lower-cased own-record field names a formula reads, or `None` when it reads
+/// something outside its record (a relationship path, a `$` global, the clock).
+fn formula_references(text: &str) -> Option<Vec<String>> {
+    let bytes = text.as_bytes();
+    let mut names = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let byte = bytes[i];
+        match byte {
+            b'"' | b'\'' => {
+                // A string literal (backslash escapes the next character).
+                i += 1;
+                while i < bytes.len() && bytes[i] != byte {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'$' => return None,
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let end = text[i + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |e| i + 2 + e + 2);
+                i = end;
+            }
+            b'0'..=b'9' => {
+                while i < bytes.len() && (bytes[i].is_ascii_digit() || bytes[i] == b'.') {
+                    i += 1;
+                }
+            }
+            b if b.is_ascii_alphabetic() || b == b'_' => {
+                let start = i;
+                while i < bytes.len() && (bytes[i].is_ascii_alphanumeric() || bytes[i] == b'_') {
+                    i += 1;
+                }
+                let word = text[start..i].to_ascii_lowercase();
+                if bytes.get(i) == Some(&b'.') {
+                    return None;
+                }
+                let mut next = i;
+                while next < bytes.len() && bytes[next].is_ascii_whitespace() {
+                    next += 1;
+                }
+                if bytes.get(next) == Some(&b'(') {
+                    if CLOCK_FUNCTIONS.contains(&word.as_str()) {
+                        return None;
+                    }
+                } else if !matches!(
+                    word.as_str(),
+                    "true" | "false" | "null" | "and" | "or" | "not"
+                ) {
+                    names.push(word);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    Some(names)
+}
+
 /// Field types Bulk 2.0 cannot read (compound fields are read through their components).
 fn readable(field: &FieldDescribe) -> bool {
     !matches!(
@@ -299,13 +400,14 @@ pub(crate) fn plan_object(
             }
         }
     }
+    let volatile = volatile_fields(fields);
     let mut columns: Vec<Column> = chosen
         .iter()
         .map(|f| Column {
             field: f.name.clone(),
             name: column_name(&f.name),
             sql_type: SqlType::of(f),
-            formula: f.calculated,
+            formula: f.calculated && volatile.contains(&f.name.to_ascii_lowercase()),
             source: ColumnSource::Field,
         })
         .collect();
@@ -357,6 +459,40 @@ pub(crate) const SNAPSHOT_AT: &str = "_ferry_snapshot_at";
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volatile_formulas_are_the_ones_windows_miss() {
+        let field = |name: &str, formula: Option<&str>| FieldDescribe {
+            name: name.into(),
+            calculated: true,
+            calculated_formula: formula.map(str::to_string),
+            ..FieldDescribe::default()
+        };
+        let fields = vec![
+            FieldDescribe {
+                name: "Amount".into(),
+                ..FieldDescribe::default()
+            },
+            field("Doubled__c", Some("Amount * 2")),
+            field(
+                "Label__c",
+                Some("\"a.b\" & TEXT(Amount) /* Account.Name */"),
+            ),
+            field("Parent__c", Some("Account.Name")),
+            field("Chained__c", Some("Parent__c & 'x'")),
+            field("Age__c", Some("TODAY() - CloseDate")),
+            field("User__c", Some("$User.Id")),
+            field("Rollup__c", None),
+            field("Decimal__c", Some("Amount * 1.5")),
+        ];
+        let volatile = volatile_fields(&fields);
+        let mut names: Vec<&str> = volatile.iter().map(String::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            ["age__c", "chained__c", "parent__c", "rollup__c", "user__c"]
+        );
+    }
 
     fn field(name: &str, field_type: &str, length: u32, calculated: bool) -> FieldDescribe {
         FieldDescribe {

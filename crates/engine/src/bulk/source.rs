@@ -11,16 +11,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use ferry_salesforce::bulk2::{ColumnDelimiter, CsvPage, LineEnding};
+use ferry_salesforce::bulk2::{ColumnDelimiter, LineEnding};
 use ferry_salesforce::datetime::{format_datetime, parse_datetime};
 use ferry_salesforce::{QueryPage, QueryScope, SObjectDescribe, SalesforceClient, SalesforceError};
-use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 use serde_json::Value as Json;
 use tokio_util::sync::CancellationToken;
 
 use super::BulkOptions;
 use super::run::BulkError;
+use super::schema::SqlType;
 
 /// One row in read order.
 pub(crate) type Row = Vec<Option<String>>;
@@ -95,171 +95,310 @@ pub(crate) enum ReadVia {
     Tooling,
 }
 
-/// Pages of rows from one query.
-///
-/// A task reads one page ahead (a channel of one page), so fetching the next page from
-/// Salesforce overlaps loading this one into the destination; memory stays bounded by two
-/// pages. Dropping the reader stops the task.
-pub(crate) struct PageReader {
-    pages: tokio::sync::mpsc::Receiver<Result<Vec<Row>, BulkError>>,
-    read_ahead: ReadAhead,
-    job: Option<String>,
-    client: SalesforceClient,
+/// A page as the reader hands it over.
+pub(crate) enum Page {
+    /// Rows in the read order.
+    Rows(Vec<Row>),
+    /// PostgreSQL COPY CSV rows, already encoded for the stage's column types.
+    Copy(Vec<u8>),
 }
 
-/// Aborts the read-ahead task when the reader goes away.
-struct ReadAhead(tokio::task::JoinHandle<()>);
+/// The stage's column types, in the read order, for a PostgreSQL destination that takes
+/// Bulk pages as COPY input (only stages whose columns are exactly the fields read).
+pub(crate) type CopyTypes = Arc<Vec<SqlType>>;
 
-impl Drop for ReadAhead {
+/// Pages of one read (one query, or the Id-range chunks of one read).
+///
+/// A task reads ahead (a channel of one page): while the destination loads one page, the
+/// next is downloaded and parsed or encoded. For Bulk 2.0 reads, the jobs of up to
+/// `chunk_jobs_in_flight` chunks run in Salesforce while the pages of an earlier chunk are
+/// read. Memory stays bounded by a few pages. Dropping the reader stops the task.
+pub(crate) struct PageReader {
+    pages: tokio::sync::mpsc::Receiver<Result<Page, BulkError>>,
+    task: Option<AbortOnDrop<()>>,
+    stop: CancellationToken,
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
 }
 
-fn read_ahead(
-    mut pages: BoxStream<'static, Result<Vec<Row>, BulkError>>,
-) -> (
-    tokio::sync::mpsc::Receiver<Result<Vec<Row>, BulkError>>,
-    ReadAhead,
-) {
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
-    let task = tokio::spawn(async move {
-        while let Some(page) = pages.next().await {
-            let failed = page.is_err();
-            if sender.send(page).await.is_err() || failed {
-                break;
-            }
-        }
-    });
-    (receiver, ReadAhead(task))
-}
-
 impl PageReader {
-    /// The next page, or `None` after the last. Cancellation wins over a page in flight.
+    /// The next page, or `None` after the last. Cancellation wins over a page in flight
+    /// and aborts the Bulk jobs of the read.
     pub(crate) async fn next(
         &mut self,
         cancel: &CancellationToken,
-    ) -> Result<Option<Vec<Row>>, BulkError> {
+    ) -> Result<Option<Page>, BulkError> {
         tokio::select! {
             biased;
             () = cancel.cancelled() => {
-                self.abort().await;
+                self.shutdown().await;
                 Err(BulkError::Canceled)
             }
             page = self.pages.recv() => page.transpose(),
         }
     }
 
-    /// Best effort: a canceled read aborts its Bulk job.
-    async fn abort(&mut self) {
-        if let Some(job) = self.job.take() {
-            let _ = self.client.abort_query_job(&job).await;
+    /// Stops the task and waits while it aborts (or deletes) the jobs it created.
+    async fn shutdown(&mut self) {
+        self.stop.cancel();
+        self.pages.close();
+        if let Some(task) = self.task.as_mut() {
+            let _ = (&mut task.0).await;
         }
+        self.task = None;
     }
 
-    /// Deletes the finished Bulk job (best effort; Salesforce deletes them after 7 days).
+    /// Waits for the task after the last page (it deletes each finished Bulk job).
     pub(crate) async fn finish(mut self) {
-        self.read_ahead.0.abort();
-        if let Some(job) = self.job.take() {
-            let _ = self.client.delete_query_job(&job).await;
+        if let Some(task) = self.task.as_mut() {
+            let _ = (&mut task.0).await;
         }
+        self.task = None;
     }
 }
 
-/// Starts a query and returns its pages. `fields` are the API names selected, in order.
-pub(crate) async fn open(
+/// Starts a read and returns its pages. `queries` are the SOQL texts of the read (several
+/// only for Bulk reads chunked by Id range, in Id order); `fields` are the API names
+/// selected, in order; `copy` asks Bulk pages to be encoded as COPY input when their
+/// columns are `fields`.
+pub(crate) fn open(
     client: &SalesforceClient,
-    soql: &str,
+    queries: Vec<String>,
     via: ReadVia,
     fields: Arc<Vec<String>>,
+    copy: Option<CopyTypes>,
     options: &BulkOptions,
-    cancel: &CancellationToken,
-) -> Result<PageReader, BulkError> {
-    match via {
-        ReadVia::Bulk { all } => {
-            let job = client
-                .create_query_job(soql, all, ColumnDelimiter::Comma, LineEnding::Lf)
-                .await
-                .map_err(|source| BulkError::salesforce("bulk 2.0 query job", source))?;
-            let waited = tokio::select! {
-                biased;
-                () = cancel.cancelled() => {
-                    let _ = client.abort_query_job(&job.id).await;
-                    return Err(BulkError::Canceled);
-                }
-                waited = client.wait_for_query_job(&job.id, options.poll) => waited,
-            };
-            waited.map_err(|source| BulkError::salesforce("bulk 2.0 query job", source))?;
-            let pages = client
-                .bulk2_query_pages(&job.id, Some(options.page_records), ColumnDelimiter::Comma)
-                .map(move |page| {
-                    page.map_err(|source| BulkError::salesforce("bulk 2.0 query results", source))
-                        .and_then(|page| csv_rows(&fields, page))
-                })
-                .boxed();
-            let (pages, read_ahead) = read_ahead(pages);
-            Ok(PageReader {
-                pages,
-                read_ahead,
-                job: Some(job.id),
+) -> PageReader {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let stop = CancellationToken::new();
+    let task = match via {
+        ReadVia::Bulk { all } => tokio::spawn(bulk_pages(
+            BulkRead {
                 client: client.clone(),
-            })
-        }
+                all,
+                fields,
+                copy,
+                options: options.clone(),
+                stop: stop.clone(),
+            },
+            queries,
+            sender,
+        )),
         ReadVia::Rest { .. } | ReadVia::Tooling => {
             let scope = match via {
                 ReadVia::Rest { all: true } => QueryScope::All,
                 ReadVia::Rest { all: false } => QueryScope::Live,
                 _ => QueryScope::Tooling,
             };
-            let pages = client
-                .query_pages(soql, scope)
-                .map(move |page| {
-                    page.map_err(|source| BulkError::salesforce("query", source))
-                        .map(|page| json_rows(&fields, page))
-                })
-                .boxed();
-            let (pages, read_ahead) = read_ahead(pages);
-            Ok(PageReader {
-                pages,
-                read_ahead,
-                job: None,
-                client: client.clone(),
-            })
+            tokio::spawn(rest_pages(
+                client.clone(),
+                queries,
+                scope,
+                fields,
+                stop.clone(),
+                sender,
+            ))
+        }
+    };
+    PageReader {
+        pages: receiver,
+        task: Some(AbortOnDrop(task)),
+        stop,
+    }
+}
+
+type PageSender = tokio::sync::mpsc::Sender<Result<Page, BulkError>>;
+
+async fn rest_pages(
+    client: SalesforceClient,
+    queries: Vec<String>,
+    scope: QueryScope,
+    fields: Arc<Vec<String>>,
+    stop: CancellationToken,
+    sender: PageSender,
+) {
+    for soql in queries {
+        let mut pages = std::pin::pin!(client.query_pages(&soql, scope));
+        loop {
+            let page = tokio::select! {
+                biased;
+                () = stop.cancelled() => return,
+                page = pages.next() => page,
+            };
+            let Some(page) = page else { break };
+            let page = page
+                .map_err(|source| BulkError::salesforce("query", source))
+                .map(|page| Page::Rows(json_rows(&fields, page)));
+            let failed = page.is_err();
+            if sender.send(page).await.is_err() || failed {
+                return;
+            }
         }
     }
 }
 
-fn csv_rows(fields: &[String], page: CsvPage) -> Result<Vec<Row>, BulkError> {
-    if page.rows.is_empty() {
-        return Ok(Vec::new());
+/// What a Bulk read task works with.
+struct BulkRead {
+    client: SalesforceClient,
+    all: bool,
+    fields: Arc<Vec<String>>,
+    copy: Option<CopyTypes>,
+    options: BulkOptions,
+    stop: CancellationToken,
+}
+
+/// A chunk's job: created and waited for on its own task.
+type ChunkJob = AbortOnDrop<Result<String, BulkError>>;
+
+/// Creates a Bulk 2.0 query job and waits for it; on `stop` (or a failure) the job is
+/// aborted.
+async fn run_query_job(
+    client: SalesforceClient,
+    soql: String,
+    all: bool,
+    poll: ferry_salesforce::bulk2::PollOptions,
+    stop: CancellationToken,
+) -> Result<String, BulkError> {
+    let job = client
+        .create_query_job(&soql, all, ColumnDelimiter::Comma, LineEnding::Lf)
+        .await
+        .map_err(|source| BulkError::salesforce("bulk 2.0 query job", source))?;
+    let waited = tokio::select! {
+        biased;
+        () = stop.cancelled() => {
+            let _ = client.abort_query_job(&job.id).await;
+            return Err(BulkError::Canceled);
+        }
+        waited = client.wait_for_query_job(&job.id, poll) => waited,
+    };
+    if let Err(source) = waited {
+        let _ = client.abort_query_job(&job.id).await;
+        return Err(BulkError::salesforce("bulk 2.0 query job", source));
     }
-    let positions: Vec<usize> = fields
-        .iter()
-        .map(|field| {
-            page.columns
-                .iter()
-                .position(|c| c.eq_ignore_ascii_case(field))
-                .ok_or_else(|| {
-                    BulkError::Source(format!(
-                        "bulk 2.0 results have no column {field:?} (columns: {:?})",
-                        page.columns
-                    ))
-                })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(page
-        .rows
-        .into_iter()
-        .map(|mut cells| {
-            positions
-                .iter()
-                .map(|&i| {
-                    let cell = cells.get_mut(i).map(std::mem::take).unwrap_or_default();
-                    (!cell.is_empty()).then_some(cell)
-                })
-                .collect()
-        })
-        .collect())
+    Ok(job.id)
+}
+
+/// Waits for the chunk jobs still running after `stop` (each aborts its own job) and
+/// deletes those that had completed.
+async fn drain(client: &SalesforceClient, jobs: std::collections::VecDeque<ChunkJob>) {
+    for mut job in jobs {
+        if let Ok(Ok(id)) = (&mut job.0).await {
+            let _ = client.delete_query_job(&id).await;
+        }
+    }
+}
+
+/// Encodes one Bulk page for the destination.
+fn stage_page(fields: &[String], copy: Option<&CopyTypes>, body: &[u8]) -> Result<Page, BulkError> {
+    if let Some(types) = copy
+        && let Some((bytes, _rows)) = super::csv::page_to_copy(fields, types, body)?
+    {
+        return Ok(Page::Copy(bytes));
+    }
+    super::csv::page_rows(fields, body).map(Page::Rows)
+}
+
+/// The pages of each chunk's job in turn, with the jobs of the next chunks running
+/// meanwhile. Each job is deleted once read.
+async fn bulk_pages(read: BulkRead, queries: Vec<String>, sender: PageSender) {
+    let BulkRead {
+        client,
+        all,
+        fields,
+        copy,
+        options,
+        stop,
+    } = read;
+    let in_flight = options.chunk_jobs_in_flight.max(1);
+    let mut jobs: std::collections::VecDeque<ChunkJob> = std::collections::VecDeque::new();
+    let mut queries = queries.into_iter();
+    let mut chunks_done = 0usize;
+    loop {
+        while jobs.len() < in_flight
+            && let Some(soql) = queries.next()
+        {
+            jobs.push_back(AbortOnDrop(tokio::spawn(run_query_job(
+                client.clone(),
+                soql,
+                all,
+                options.poll,
+                stop.clone(),
+            ))));
+        }
+        let Some(mut job) = jobs.pop_front() else {
+            return;
+        };
+        let job = match (&mut job.0).await {
+            Ok(Ok(id)) => id,
+            Ok(Err(error)) => {
+                stop.cancel();
+                drain(&client, jobs).await;
+                if !matches!(error, BulkError::Canceled) {
+                    let _ = sender.send(Err(error)).await;
+                }
+                return;
+            }
+            Err(join) => {
+                stop.cancel();
+                drain(&client, jobs).await;
+                let _ = sender
+                    .send(Err(BulkError::Source(format!(
+                        "bulk 2.0 read task: {join}"
+                    ))))
+                    .await;
+                return;
+            }
+        };
+        let mut pages = client.bulk2_query_raw_pages(&job, Some(options.page_records));
+        let mut failure = None;
+        loop {
+            let page = tokio::select! {
+                biased;
+                () = stop.cancelled() => break,
+                page = pages.next() => page,
+            };
+            let Some(page) = page else { break };
+            let staged = page
+                .map_err(|source| BulkError::salesforce("bulk 2.0 query results", source))
+                .and_then(|page| stage_page(&fields, copy.as_ref(), &page.body));
+            match staged {
+                Ok(page) => {
+                    if sender.send(Ok(page)).await.is_err() {
+                        stop.cancel();
+                        break;
+                    }
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        let _ = client.delete_query_job(&job).await;
+        chunks_done += 1;
+        if failure.is_none()
+            && !stop.is_cancelled()
+            && options.fail_after_chunks == Some(chunks_done)
+            && (!jobs.is_empty() || queries.len() > 0)
+        {
+            failure = Some(BulkError::Injected);
+        }
+        if failure.is_some() || stop.is_cancelled() {
+            stop.cancel();
+            drain(&client, jobs).await;
+            if let Some(error) = failure {
+                let _ = sender.send(Err(error)).await;
+            }
+            return;
+        }
+    }
 }
 
 /// Canonical text of a JSON value.
@@ -322,6 +461,126 @@ pub(crate) async fn count(
     Ok(first.map(|page| page.total_size).unwrap_or(0))
 }
 
+/// Base-62 digits of Salesforce ids, in their sort order.
+const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/// The 15-character id as a number (ids compare like their base-62 values).
+fn id_number(id15: &str) -> Option<u128> {
+    id15.bytes().try_fold(0u128, |value, byte| {
+        let digit = BASE62.iter().position(|b| *b == byte)?;
+        Some(value * 62 + digit as u128)
+    })
+}
+
+/// The 15-character id of a number.
+fn id_text(mut value: u128) -> String {
+    let mut digits = [b'0'; 15];
+    for slot in digits.iter_mut().rev() {
+        *slot = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    digits.iter().map(|b| char::from(*b)).collect()
+}
+
+/// The 18-character form of a 15-character id (the case-checksum suffix).
+fn id18(id15: &str) -> String {
+    const SUFFIX: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ012345";
+    let mut out = id15.to_string();
+    for chunk in id15.as_bytes().chunks(5) {
+        let mut bits = 0usize;
+        for (i, byte) in chunk.iter().enumerate() {
+            if byte.is_ascii_uppercase() {
+                bits |= 1 << i;
+            }
+        }
+        out.push(char::from(SUFFIX[bits]));
+    }
+    out
+}
+
+/// `chunks - 1` ids splitting `[min, max]` (15- or 18-character ids) into `chunks` ranges
+/// of equal id span, ascending and distinct (fewer when the span is too small). Each is an
+/// 18-character id, so Salesforce accepts it as a literal.
+pub(crate) fn id_boundaries(min: &str, max: &str, chunks: u64) -> Vec<String> {
+    let (Some(low), Some(high)) = (
+        min.get(..15).and_then(id_number),
+        max.get(..15).and_then(id_number),
+    ) else {
+        return Vec::new();
+    };
+    if chunks < 2 || high <= low {
+        return Vec::new();
+    }
+    let span = high - low;
+    let mut out: Vec<String> = Vec::new();
+    for index in 1..u128::from(chunks) {
+        let value = low
+            + span / u128::from(chunks) * index
+            + span % u128::from(chunks) * index / u128::from(chunks);
+        if value <= low || value > high {
+            continue;
+        }
+        let id = id18(&id_text(value));
+        if out.last() != Some(&id) {
+            out.push(id);
+        }
+    }
+    out
+}
+
+/// The smallest and largest `Id` of the object (two REST queries), or `None` when it has
+/// no records.
+pub(crate) async fn id_range(
+    client: &SalesforceClient,
+    object: &ObjectRef,
+) -> Result<Option<(String, String)>, BulkError> {
+    let mut ends = Vec::with_capacity(2);
+    for direction in ["ASC", "DESC"] {
+        let soql = format!(
+            "SELECT Id FROM {} ORDER BY Id {direction} LIMIT 1",
+            object.name
+        );
+        let records = client
+            .query_all_pages(&soql, QueryScope::All)
+            .await
+            .map_err(|source| BulkError::salesforce("id range query", source))?;
+        let Some(id) = records
+            .first()
+            .and_then(|r| r.get("Id"))
+            .and_then(Json::as_str)
+        else {
+            return Ok(None);
+        };
+        ends.push(id.to_string());
+    }
+    let max = ends.pop().unwrap_or_default();
+    let min = ends.pop().unwrap_or_default();
+    Ok(Some((min, max)))
+}
+
+/// The SOQL of each Id-range chunk of a read: the conditions plus `Id >= lower` (all but
+/// the first) and `Id < upper` (all but the last). The ranges cover every id, so no record
+/// falls between chunks, and they do not overlap.
+pub(crate) fn chunk_queries(
+    fields: &[&str],
+    object: &str,
+    conditions: &[String],
+    boundaries: &[String],
+) -> Vec<String> {
+    (0..=boundaries.len())
+        .map(|index| {
+            let mut chunk = conditions.to_vec();
+            if index > 0 {
+                chunk.push(format!("Id >= '{}'", boundaries[index - 1]));
+            }
+            if let Some(upper) = boundaries.get(index) {
+                chunk.push(format!("Id < '{upper}'"));
+            }
+            select(fields, object, &chunk)
+        })
+        .collect()
+}
+
 /// The newest `SystemModstamp` of the object (deleted records included), or `None` when
 /// it has no records.
 pub(crate) async fn max_modstamp(
@@ -355,10 +614,12 @@ pub(crate) async fn max_modstamp(
     }
 }
 
-/// Salesforce's clock now (whole minutes), from `latestDateCovered` of
-/// `/sobjects/{o}/updated` with a window starting at `since` (a recent record's time, so
-/// it is within the 30 days the feed serves). `None` when the object has no feed (not
-/// replicateable) or the call fails: the caller then falls back to the data's own times.
+/// Salesforce's clock now (whole minutes): `latestDateCovered` of the replication feed
+/// `/sobjects/{o}/deleted` (its answer lists only deletes, usually few) — or of
+/// `/sobjects/{o}/updated` when that fails (the deleted feed serves 15 days, the updated
+/// one 30) — for a window starting at `since` (a recent record's time). `None` when the
+/// object has no feed (not replicateable) or both calls fail: the caller then falls back
+/// to the data's own times.
 pub(crate) async fn server_time(
     client: &SalesforceClient,
     object: &ObjectRef,
@@ -366,16 +627,20 @@ pub(crate) async fn server_time(
 ) -> Option<DateTime<Utc>> {
     let start = since - chrono::Duration::minutes(2);
     let end = since + chrono::Duration::days(29);
-    match client.get_updated(&object.name, start, end).await {
-        Ok(updated) => updated
-            .latest_date_covered
-            .as_deref()
-            .and_then(parse_datetime),
+    let covered = match client.get_deleted(&object.name, start, end).await {
+        Ok(deleted) => deleted.latest_date_covered,
         Err(error) => {
-            tracing::debug!(object = %object.name, %error, "no server time from getUpdated");
-            None
+            tracing::debug!(object = %object.name, %error, "no server time from getDeleted");
+            match client.get_updated(&object.name, start, end).await {
+                Ok(updated) => updated.latest_date_covered,
+                Err(error) => {
+                    tracing::debug!(object = %object.name, %error, "no server time from getUpdated");
+                    None
+                }
+            }
         }
-    }
+    };
+    covered.as_deref().and_then(parse_datetime)
 }
 
 /// The org's conversion rates (relative to the corporate currency, which has rate 1).
@@ -489,6 +754,40 @@ mod tests {
         assert!(!ObjectRef::parse("Account").expect("ok").tooling);
         assert!(ObjectRef::parse("Account; DROP").is_err());
         assert!(ObjectRef::parse("tooling:").is_err());
+    }
+
+    #[test]
+    fn id_boundaries_split_the_span() {
+        assert_eq!(id18("001000000000001"), "001000000000001AAA");
+        assert_eq!(id18("001A0000000aBcD"), "001A0000000aBcDIAU");
+        let bounds = id_boundaries("001Q00000000001", "001Q0000000fa0AAAA", 4);
+        assert_eq!(bounds.len(), 3);
+        let mut sorted = bounds.clone();
+        sorted.sort();
+        assert_eq!(sorted, bounds, "ascending");
+        assert!(bounds.iter().all(|b| b.len() == 18));
+        assert!(bounds[0].as_str() > "001Q00000000001");
+        assert!(bounds[2].as_str() < "001Q0000000fa0A");
+        assert!(id_boundaries("001Q00000000001", "001Q00000000001", 4).is_empty());
+        assert_eq!(
+            id_boundaries("001Q00000000001", "001Q00000000003", 8).len(),
+            1
+        );
+        assert!(id_boundaries("bad", "001Q00000000003", 8).is_empty());
+        let queries = chunk_queries(&["Id"], "Account", &["A = 1".into()], &bounds[..1]);
+        assert_eq!(
+            queries,
+            [
+                format!(
+                    "SELECT Id FROM Account WHERE A = 1 AND Id < '{}'",
+                    bounds[0]
+                ),
+                format!(
+                    "SELECT Id FROM Account WHERE A = 1 AND Id >= '{}'",
+                    bounds[0]
+                ),
+            ]
+        );
     }
 
     #[test]
