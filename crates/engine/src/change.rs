@@ -7,9 +7,8 @@
 //! `identities`). `skip_initial_backfill` turns the first run into a baseline: hashes are
 //! recorded, nothing is written.
 
-use std::collections::BTreeMap;
-
 use ferry_store::LedgerEntry;
+use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -28,16 +27,52 @@ pub const CONFIRMED_OUTCOMES: [&str; 9] = [
 
 /// Stable hash of a row's mapped values for a target.
 pub fn hash_values(object: &str, mode: &str, values: &Map<String, Value>) -> String {
-    let sorted: BTreeMap<&String, &Value> = values.iter().collect();
+    let mut sorted: Vec<(&String, &Value)> = values.iter().collect();
+    // Keys are unique: an unstable sort orders them exactly as a BTreeMap would.
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut hasher = Sha256::new();
     hasher.update(object.as_bytes());
     hasher.update([0]);
     hasher.update(mode.as_bytes());
     hasher.update([0]);
-    // Serializing a BTreeMap of JSON values cannot fail.
-    hasher.update(serde_json::to_vec(&sorted).unwrap_or_default());
-    let digest = hasher.finalize();
-    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    // The canonical JSON (`{"key":value,...}`, keys sorted) streamed into the hasher;
+    // writing into a hasher cannot fail.
+    let _ = serde_json::to_writer(HashWriter(&mut hasher), &SortedMap(&sorted));
+    hex_prefix(&hasher.finalize())
+}
+
+/// Sorted key/value pairs serialized as a JSON object.
+struct SortedMap<'a>(&'a [(&'a String, &'a Value)]);
+
+impl Serialize for SortedMap<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().copied())
+    }
+}
+
+/// Feeds serialized bytes straight into the hasher.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The first 16 bytes of a digest as lowercase hex (32 characters).
+fn hex_prefix(digest: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(32);
+    for byte in digest.iter().take(16) {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0x0f)]));
+    }
+    out
 }
 
 /// What to do with a row.
@@ -102,6 +137,36 @@ mod tests {
                 &values(json!({"A": 1, "B": "x", "C": null}))
             )
         );
+    }
+
+    /// The hash as it was first defined (a BTreeMap serialized, every byte formatted):
+    /// ledgers written before must keep matching.
+    fn reference_hash(object: &str, mode: &str, values: &Map<String, Value>) -> String {
+        let sorted: std::collections::BTreeMap<&String, &Value> = values.iter().collect();
+        let mut hasher = Sha256::new();
+        hasher.update(object.as_bytes());
+        hasher.update([0]);
+        hasher.update(mode.as_bytes());
+        hasher.update([0]);
+        hasher.update(serde_json::to_vec(&sorted).unwrap());
+        let digest = hasher.finalize();
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn hash_matches_its_first_definition() {
+        for row in [
+            json!({}),
+            json!({"LastName": "O'Brien", "Email": "a@x.com", "Birthdate": "1950-01-01"}),
+            json!({"b": null, "a": 1.5, "Z": true, "é": "ü\"\n", "Account.Ext__c": "A-1", "n": -3}),
+            json!({"Description": "[\"x\",{\"y\":2}]", "aa": "", "a": 12345678901234567890u64}),
+        ] {
+            let values = values(row);
+            assert_eq!(
+                hash_values("Contact", "updateOrCreate", &values),
+                reference_hash("Contact", "updateOrCreate", &values)
+            );
+        }
     }
 
     #[test]

@@ -35,7 +35,7 @@ use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
 use crate::batch::{chunks, sort_by_field};
-use crate::change::{Change, detect, hash_values};
+use crate::change::{CONFIRMED_OUTCOMES, Change, detect, hash_values};
 use crate::mapping::{MissingField, map_batch};
 use crate::plan::{Candidate, Decision, Operation, SkipReason, decide, malformed_references};
 use crate::plan::{Side, decide_lead_or_contact};
@@ -66,10 +66,16 @@ impl Targets {
 pub const PARALLEL_WRITES: usize = 4;
 
 /// Bulk 2.0 jobs (`Parallel`) kept running while the next window is read and planned
-/// (Salesforce works on earlier windows while Ferry prepares the next; memory stays
-/// bounded by a few windows). 0 for now: with `ferry serve`'s job workers on a SQLite
-/// store, the run's own store writes overlapping a job's budgeted calls stalled the
-/// process (crash test); with 0 a job is awaited before the window's store writes.
+/// (Salesforce works on earlier windows while Ferry prepares the next and records the
+/// outcomes of the one before; rows in flight keep only their payloads). A window holding
+/// an identity that is still in flight waits for every job in flight first, so a row is
+/// never planned against a ledger entry its own earlier write is about to change.
+///
+/// 0: each window's job is awaited before the next window is read. Measured with 1
+/// (`ferry bench model-sync`, 100k rows): Ferry's peak RSS rose above 256 MB (payloads of a
+/// second window held, allocator retention) and Bulk 2.0 status checks to 1.14× the
+/// minimum calls (a job queued behind the previous one makes the learned first wait of
+/// `target.rs` miss), so pipelining waits for those two to be addressed.
 pub const JOBS_IN_FLIGHT: usize = 0;
 
 /// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
@@ -317,6 +323,15 @@ async fn execute_inner(context: RunContext) -> RunEnd {
     .await
 }
 
+/// The log line of a confirmed write (`inserts`/`updates`/`deletes` and `records`).
+#[derive(serde::Serialize)]
+struct WrittenLine<'a> {
+    identity: &'a str,
+    id: Option<&'a str>,
+    operation: &'static str,
+    values: &'a Map<String, Value>,
+}
+
 /// A row planned for a write.
 #[derive(Debug, Clone)]
 struct Planned {
@@ -345,6 +360,8 @@ struct Run {
     sort_warned: bool,
     /// Bulk 2.0 jobs of earlier windows still running (oldest first).
     in_flight: VecDeque<InFlight>,
+    /// The identities of the rows in `in_flight`.
+    in_flight_identities: HashSet<String>,
 }
 
 /// A Bulk 2.0 job running on its own task while later windows are read and planned; its
@@ -378,6 +395,7 @@ impl Run {
             locked: Vec::new(),
             sort_warned: false,
             in_flight: VecDeque::new(),
+            in_flight_identities: HashSet::new(),
         }
     }
 
@@ -389,6 +407,21 @@ impl Run {
             line: line.to_string(),
         });
         *seq += 1;
+    }
+
+    /// Logs one line in `log_type` and in `records` (serialized once).
+    fn log_twice(&mut self, log_type: &'static str, line: &impl serde::Serialize) {
+        // Serializing strings and JSON values into a string cannot fail.
+        let text = serde_json::to_string(line).unwrap_or_default();
+        for log_type in [log_type, "records"] {
+            let seq = self.seq.entry(log_type).or_insert(0);
+            self.lines.push(RecordLine {
+                log_type: log_type.to_string(),
+                seq: *seq,
+                line: text.clone(),
+            });
+            *seq += 1;
+        }
     }
 
     fn warn(&mut self, identity: Option<&str>, id: Option<&str>, message: &str) {
@@ -507,22 +540,68 @@ impl Run {
         if rows.is_empty() {
             return Ok(());
         }
-        // Stage 3: change detection.
-        let identities: Vec<String> = rows.iter().map(|r| r.identity.clone()).collect();
-        let mut prior: HashMap<String, LedgerEntry> = context
-            .store
-            .ledger_entries(context.sync_id, &identities)
-            .await?
-            .into_iter()
-            .map(|entry| (entry.identity.clone(), entry))
-            .collect();
+        // A row whose identity is still being written by an earlier window's job waits for
+        // that outcome (and its ledger entry) before it is compared and planned.
+        if !self.in_flight_identities.is_empty()
+            && rows
+                .iter()
+                .any(|row| self.in_flight_identities.contains(&row.identity))
+        {
+            while !self.in_flight.is_empty() {
+                self.complete_oldest(context, targets).await?;
+            }
+        }
+        // Stage 3: change detection. Unforced runs ask the ledger only for the rows it does
+        // not hold as confirmed with the same hash (unchanged rows read nothing back).
         let force = options.resync || options.identities.is_some() || sync.sync_all_records;
         let baseline = sync.skip_initial_backfill && context.first_run && !force;
         let mode = sync.mode.as_str();
+        let hashes: Vec<String> = rows
+            .iter()
+            .map(|row| hash_values(&sync.object, mode, &row.values))
+            .collect();
+        let mut prior: Vec<Option<LedgerEntry>> = Vec::new();
+        let mut changed: Vec<bool> = Vec::new();
+        if baseline {
+            // Every row becomes the baseline whatever the ledger says.
+        } else if force {
+            let identities: Vec<String> = rows.iter().map(|r| r.identity.clone()).collect();
+            let mut known: HashMap<String, LedgerEntry> = context
+                .store
+                .ledger_entries(context.sync_id, &identities)
+                .await?
+                .into_iter()
+                .map(|entry| (entry.identity.clone(), entry))
+                .collect();
+            prior = rows.iter().map(|row| known.remove(&row.identity)).collect();
+        } else {
+            let pairs: Vec<(&str, &str)> = rows
+                .iter()
+                .zip(&hashes)
+                .map(|(row, hash)| (row.identity.as_str(), hash.as_str()))
+                .collect();
+            let changes = context
+                .store
+                .ledger_changes(context.sync_id, &pairs, &CONFIRMED_OUTCOMES)
+                .await?;
+            prior = vec![None; rows.len()];
+            changed = vec![false; rows.len()];
+            for (position, entry) in changes {
+                if let (Some(slot), Some(flag)) =
+                    (prior.get_mut(position), changed.get_mut(position))
+                {
+                    *slot = entry;
+                    *flag = true;
+                }
+            }
+        }
         let mut candidates = Vec::new();
-        for row in rows {
-            let hash = hash_values(&sync.object, mode, &row.values);
-            let entry = prior.remove(&row.identity);
+        for (index, (row, hash)) in rows.into_iter().zip(hashes).enumerate() {
+            if !baseline && !force && changed.get(index) != Some(&true) {
+                // The ledger holds this hash as confirmed.
+                continue;
+            }
+            let entry = prior.get_mut(index).and_then(Option::take);
             match detect(&hash, entry.as_ref(), force, baseline) {
                 Change::Unchanged => {}
                 Change::Baseline => {
@@ -754,6 +833,8 @@ impl Run {
                 operation = operation_name(operation),
                 rows = rows.len(),
             );
+            self.in_flight_identities
+                .extend(rows.iter().map(|row| row.candidate.row.identity.clone()));
             let target = target.clone();
             let job = tokio::spawn(
                 async move {
@@ -781,6 +862,10 @@ impl Run {
         };
         let joined = (&mut in_flight.job).await;
         let mut rows = std::mem::take(&mut in_flight.rows);
+        for row in &rows {
+            self.in_flight_identities
+                .remove(&row.candidate.row.identity);
+        }
         let outcomes = match joined {
             Ok((payloads, Ok(outcomes))) => {
                 for (row, (_, payload)) in rows.iter_mut().zip(payloads) {
@@ -1119,10 +1204,13 @@ impl Run {
                     ("deleted", "deletes")
                 }
             };
-            let line = json!({"identity": row.candidate.row.identity, "id": id,
-                "operation": operation_name(row.operation), "values": row.payload});
-            self.log(log_type, line.clone());
-            self.log("records", line);
+            let line = WrittenLine {
+                identity: &row.candidate.row.identity,
+                id: id.as_deref(),
+                operation: operation_name(row.operation),
+                values: &row.payload,
+            };
+            self.log_twice(log_type, &line);
             self.ledger.push(LedgerEntry::new(
                 row.candidate.row.identity.clone(),
                 Some(row.candidate.hash.clone()),

@@ -12,16 +12,15 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
-use crate::syncs::placeholders;
-use crate::{Result, StoreError, for_each_backend, from_millis};
+use crate::backend::{PostgresStore, SqliteStore};
+use crate::{Result, StoreError, from_millis};
 
-/// Largest number of identities looked up per statement (keeps bind counts far below both
-/// backends' limits, and SQLite's linear `$n` lookup cheap).
-pub const LOOKUP_CHUNK: usize = 100;
+/// Identities looked up per statement (one parameter each: a JSON array on SQLite, a
+/// `text[]` on PostgreSQL, so statements stay small and cheap to bind).
+pub const LOOKUP_CHUNK: usize = 10_000;
 
-/// Entries written per statement (6 binds each). Small on purpose: SQLite resolves each
-/// `$n` by a linear scan of the statement's parameters, so binding is quadratic in them.
-const WRITE_CHUNK: usize = 40;
+/// Entries written per statement (passed as arrays, like lookups).
+const WRITE_CHUNK: usize = 5_000;
 
 /// The entries with only the last one of each identity kept, in order (later entries
 /// replace earlier ones, as separate writes would).
@@ -85,6 +84,16 @@ pub trait LedgerStore {
         sync_id: Uuid,
         identities: &[String],
     ) -> Result<Vec<LedgerEntry>>;
+    /// The rows of `rows` (`(identity, hash)`) the ledger does not know as written with that
+    /// hash: each with its position in `rows` and its entry, if any. A row is left out when
+    /// its entry has the same hash and one of the `confirmed` outcomes — so a run over
+    /// unchanged rows reads nothing back. Positions come back in no particular order.
+    async fn ledger_changes(
+        &self,
+        sync_id: Uuid,
+        rows: &[(&str, &str)],
+        confirmed: &[&str],
+    ) -> Result<Vec<(usize, Option<LedgerEntry>)>>;
     /// Inserts or replaces entries, all in one transaction.
     async fn put_ledger_entries(&self, sync_id: Uuid, entries: &[LedgerEntry]) -> Result<()>;
     /// Number of entries of a sync.
@@ -93,109 +102,290 @@ pub trait LedgerStore {
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()>;
 }
 
-macro_rules! impl_ledger {
-    ($store:ty) => {
-        #[async_trait]
-        impl LedgerStore for $store {
-            async fn ledger_entries(
-                &self,
-                sync_id: Uuid,
-                identities: &[String],
-            ) -> Result<Vec<LedgerEntry>> {
-                let mut entries = Vec::with_capacity(identities.len());
-                for chunk in identities.chunks(LOOKUP_CHUNK) {
-                    let sql = format!(
-                        "SELECT identity, hash, record_id, outcome, error_code, updated_at \
-                         FROM sync_ledger WHERE sync_id = $1 AND identity IN ({})",
-                        placeholders(2, chunk.len())
-                    );
-                    let mut query = sqlx::query(&sql).bind(sync_id.to_string());
-                    for identity in chunk {
-                        query = query.bind(identity);
-                    }
-                    for row in query.fetch_all(&self.pool).await? {
-                        entries.push(LedgerEntry {
-                            identity: row.try_get("identity")?,
-                            hash: row.try_get("hash")?,
-                            record_id: row.try_get("record_id")?,
-                            outcome: row.try_get("outcome")?,
-                            error_code: row.try_get("error_code")?,
-                            updated_at: from_millis(row.try_get("updated_at")?),
-                        });
-                    }
-                }
-                Ok(entries)
-            }
+/// A row read back with the columns of [`ENTRY_COLUMNS`] (`identity` NULL: no entry).
+trait EntryRow {
+    fn entry(&self) -> Result<Option<LedgerEntry>>;
+}
 
-            async fn put_ledger_entries(
-                &self,
-                sync_id: Uuid,
-                entries: &[LedgerEntry],
-            ) -> Result<()> {
-                if entries.is_empty() {
-                    return Ok(());
-                }
-                let now = ferry_core::time::now_millis().timestamp_millis();
-                let entries = last_per_identity(entries);
-                let mut tx = self.pool.begin().await?;
-                // Multi-row statements (one identity at most once per statement, as
-                // PostgreSQL's ON CONFLICT requires).
-                for chunk in entries.chunks(WRITE_CHUNK) {
-                    let values: Vec<String> = (0..chunk.len())
-                        .map(|i| format!("($1, {})", placeholders(2 + i * 6, 6)))
-                        .collect();
-                    let sql = format!(
-                        "INSERT INTO sync_ledger \
-                         (sync_id, identity, hash, record_id, outcome, error_code, updated_at) \
-                         VALUES {} \
-                         ON CONFLICT (sync_id, identity) DO UPDATE SET hash = excluded.hash, \
-                         record_id = excluded.record_id, outcome = excluded.outcome, \
-                         error_code = excluded.error_code, updated_at = excluded.updated_at",
-                        values.join(", ")
-                    );
-                    let mut query = sqlx::query(&sql).bind(sync_id.to_string());
-                    for entry in chunk {
-                        query = query
-                            .bind(&entry.identity)
-                            .bind(&entry.hash)
-                            .bind(&entry.record_id)
-                            .bind(&entry.outcome)
-                            .bind(&entry.error_code)
-                            .bind(now);
-                    }
-                    query
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(|error| match &error {
-                            sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
-                                StoreError::NotFound { entity: "sync" }
-                            }
-                            _ => StoreError::Database(error),
-                        })?;
-                }
-                tx.commit().await?;
-                Ok(())
-            }
-
-            async fn count_ledger_entries(&self, sync_id: Uuid) -> Result<i64> {
-                let row = sqlx::query("SELECT COUNT(*) AS n FROM sync_ledger WHERE sync_id = $1")
-                    .bind(sync_id.to_string())
-                    .fetch_one(&self.pool)
-                    .await?;
-                Ok(row.try_get("n")?)
-            }
-
-            async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
-                sqlx::query("DELETE FROM sync_ledger WHERE sync_id = $1")
-                    .bind(sync_id.to_string())
-                    .execute(&self.pool)
-                    .await?;
-                Ok(())
+macro_rules! impl_entry_row {
+    ($row:ty) => {
+        impl EntryRow for $row {
+            fn entry(&self) -> Result<Option<LedgerEntry>> {
+                let Some(identity) = self.try_get::<Option<String>, _>("identity")? else {
+                    return Ok(None);
+                };
+                Ok(Some(LedgerEntry {
+                    identity,
+                    hash: self.try_get("hash")?,
+                    record_id: self.try_get("record_id")?,
+                    outcome: self
+                        .try_get::<Option<String>, _>("outcome")?
+                        .unwrap_or_default(),
+                    error_code: self.try_get("error_code")?,
+                    updated_at: from_millis(
+                        self.try_get::<Option<i64>, _>("updated_at")?.unwrap_or(0),
+                    ),
+                }))
             }
         }
     };
 }
-for_each_backend!(impl_ledger);
+impl_entry_row!(sqlx::sqlite::SqliteRow);
+impl_entry_row!(sqlx::postgres::PgRow);
+
+/// `count_ledger_entries` for either backend.
+macro_rules! count_entries {
+    ($store:expr, $sync_id:expr) => {{
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM sync_ledger WHERE sync_id = $1")
+            .bind($sync_id.to_string())
+            .fetch_one(&$store.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }};
+}
+
+/// `clear_ledger` for either backend.
+macro_rules! clear_entries {
+    ($store:expr, $sync_id:expr) => {{
+        sqlx::query("DELETE FROM sync_ledger WHERE sync_id = $1")
+            .bind($sync_id.to_string())
+            .execute(&$store.pool)
+            .await?;
+        Ok(())
+    }};
+}
+
+/// A row position read back as a `usize`.
+fn position(value: i64) -> Result<usize> {
+    usize::try_from(value).map_err(|_| StoreError::Corrupt(format!("row position {value}")))
+}
+
+fn write_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+            StoreError::NotFound { entity: "sync" }
+        }
+        _ => StoreError::Database(error),
+    }
+}
+
+fn json_text(value: &impl serde::Serialize) -> Result<String> {
+    serde_json::to_string(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+const ENTRY_COLUMNS: &str =
+    "l.identity, l.hash, l.record_id, l.outcome, l.error_code, l.updated_at";
+
+const UPSERT_TAIL: &str = "ON CONFLICT (sync_id, identity) DO UPDATE SET hash = excluded.hash, \
+     record_id = excluded.record_id, outcome = excluded.outcome, \
+     error_code = excluded.error_code, updated_at = excluded.updated_at";
+
+#[async_trait]
+impl LedgerStore for SqliteStore {
+    async fn ledger_entries(
+        &self,
+        sync_id: Uuid,
+        identities: &[String],
+    ) -> Result<Vec<LedgerEntry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM sync_ledger AS l WHERE l.sync_id = $1 \
+             AND l.identity IN (SELECT value FROM json_each($2))"
+        );
+        let mut entries = Vec::with_capacity(identities.len());
+        for chunk in identities.chunks(LOOKUP_CHUNK) {
+            let rows = sqlx::query(&sql)
+                .bind(sync_id.to_string())
+                .bind(json_text(&chunk)?)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                entries.extend(row.entry()?);
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn ledger_changes(
+        &self,
+        sync_id: Uuid,
+        rows: &[(&str, &str)],
+        confirmed: &[&str],
+    ) -> Result<Vec<(usize, Option<LedgerEntry>)>> {
+        // `v.value` is one `[identity, hash]` pair; the join probes the primary key.
+        let sql = format!(
+            "SELECT v.key AS position, {ENTRY_COLUMNS} FROM json_each($2) AS v \
+             LEFT JOIN sync_ledger AS l ON l.sync_id = $1 \
+             AND l.identity = json_extract(v.value, '$[0]') \
+             WHERE l.identity IS NULL OR l.hash IS NULL \
+             OR l.hash <> json_extract(v.value, '$[1]') \
+             OR l.outcome NOT IN (SELECT value FROM json_each($3))"
+        );
+        let confirmed = json_text(&confirmed)?;
+        let mut out = Vec::new();
+        for (chunk_index, chunk) in rows.chunks(LOOKUP_CHUNK).enumerate() {
+            let found = sqlx::query(&sql)
+                .bind(sync_id.to_string())
+                .bind(json_text(&chunk)?)
+                .bind(&confirmed)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &found {
+                let at = position(row.try_get("position")?)?;
+                out.push((chunk_index * LOOKUP_CHUNK + at, row.entry()?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_ledger_entries(&self, sync_id: Uuid, entries: &[LedgerEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = ferry_core::time::now_millis().timestamp_millis();
+        let entries = last_per_identity(entries);
+        // One statement per chunk: the entries as one JSON array of 5-element arrays.
+        let sql = format!(
+            "INSERT INTO sync_ledger \
+             (sync_id, identity, hash, record_id, outcome, error_code, updated_at) \
+             SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
+             json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
+             json_extract(value, '$[4]'), $3 FROM json_each($2) WHERE true {UPSERT_TAIL}"
+        );
+        let mut tx = self.pool.begin().await?;
+        for chunk in entries.chunks(WRITE_CHUNK) {
+            let values: Vec<[Option<&str>; 5]> = chunk
+                .iter()
+                .map(|entry| {
+                    [
+                        Some(entry.identity.as_str()),
+                        entry.hash.as_deref(),
+                        entry.record_id.as_deref(),
+                        Some(entry.outcome.as_str()),
+                        entry.error_code.as_deref(),
+                    ]
+                })
+                .collect();
+            sqlx::query(&sql)
+                .bind(sync_id.to_string())
+                .bind(json_text(&values)?)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn count_ledger_entries(&self, sync_id: Uuid) -> Result<i64> {
+        count_entries!(self, sync_id)
+    }
+
+    async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
+        clear_entries!(self, sync_id)
+    }
+}
+
+#[async_trait]
+impl LedgerStore for PostgresStore {
+    async fn ledger_entries(
+        &self,
+        sync_id: Uuid,
+        identities: &[String],
+    ) -> Result<Vec<LedgerEntry>> {
+        let sql = format!(
+            "SELECT {ENTRY_COLUMNS} FROM sync_ledger AS l WHERE l.sync_id = $1 \
+             AND l.identity = ANY($2)"
+        );
+        let mut entries = Vec::with_capacity(identities.len());
+        for chunk in identities.chunks(LOOKUP_CHUNK) {
+            let rows = sqlx::query(&sql)
+                .bind(sync_id.to_string())
+                .bind(chunk)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &rows {
+                entries.extend(row.entry()?);
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn ledger_changes(
+        &self,
+        sync_id: Uuid,
+        rows: &[(&str, &str)],
+        confirmed: &[&str],
+    ) -> Result<Vec<(usize, Option<LedgerEntry>)>> {
+        let sql = format!(
+            "SELECT v.position - 1 AS position, {ENTRY_COLUMNS} \
+             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS v(identity, hash, position) \
+             LEFT JOIN sync_ledger AS l ON l.sync_id = $1 AND l.identity = v.identity \
+             WHERE l.identity IS NULL OR l.hash IS NULL OR l.hash <> v.hash \
+             OR NOT (l.outcome = ANY($4::text[]))"
+        );
+        let mut out = Vec::new();
+        for (chunk_index, chunk) in rows.chunks(LOOKUP_CHUNK).enumerate() {
+            let identities: Vec<&str> = chunk.iter().map(|(identity, _)| *identity).collect();
+            let hashes: Vec<&str> = chunk.iter().map(|(_, hash)| *hash).collect();
+            let found = sqlx::query(&sql)
+                .bind(sync_id.to_string())
+                .bind(&identities)
+                .bind(&hashes)
+                .bind(confirmed)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in &found {
+                let at = position(row.try_get("position")?)?;
+                out.push((chunk_index * LOOKUP_CHUNK + at, row.entry()?));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_ledger_entries(&self, sync_id: Uuid, entries: &[LedgerEntry]) -> Result<()> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let now = ferry_core::time::now_millis().timestamp_millis();
+        let entries = last_per_identity(entries);
+        // One statement per chunk: one array per column.
+        let sql = format!(
+            "INSERT INTO sync_ledger \
+             (sync_id, identity, hash, record_id, outcome, error_code, updated_at) \
+             SELECT $1, v.identity, v.hash, v.record_id, v.outcome, v.error_code, $7 \
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+             AS v(identity, hash, record_id, outcome, error_code) {UPSERT_TAIL}"
+        );
+        let mut tx = self.pool.begin().await?;
+        for chunk in entries.chunks(WRITE_CHUNK) {
+            let column = |get: fn(&LedgerEntry) -> Option<&str>| -> Vec<Option<&str>> {
+                chunk.iter().map(|entry| get(entry)).collect()
+            };
+            sqlx::query(&sql)
+                .bind(sync_id.to_string())
+                .bind(column(|e| Some(e.identity.as_str())))
+                .bind(column(|e| e.hash.as_deref()))
+                .bind(column(|e| e.record_id.as_deref()))
+                .bind(column(|e| Some(e.outcome.as_str())))
+                .bind(column(|e| e.error_code.as_deref()))
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(write_error)?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn count_ledger_entries(&self, sync_id: Uuid) -> Result<i64> {
+        count_entries!(self, sync_id)
+    }
+
+    async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
+        clear_entries!(self, sync_id)
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -10,8 +10,15 @@
 //! execution (`created`, `queued`, `running`, `canceling`) exists per sync: a unique partial
 //! index enforces it, so two concurrent starts cannot both succeed
 //! ([`StoreError::AlreadyExists`] with entity `running execution`). Status changes are
-//! compare-and-set ([`SyncStore::transition_execution`]). Record logs (`records`, `errors`,
-//! `warnings`, `inserts`, `updates`, `deletes`) are stored as numbered lines per execution.
+//! compare-and-set ([`SyncStore::transition_execution`]).
+//!
+//! Record logs (`records`, `errors`, `warnings`, `inserts`, `updates`, `deletes`) are
+//! numbered lines per execution and log (0, 1, 2, … without gaps). They are stored in
+//! chunks: one `sync_execution_records` row holds consecutive lines joined by `\n` and is
+//! keyed by the number of its first line, so a million-record run writes a few thousand
+//! rows rather than millions (rows written before chunking hold one line each and read the
+//! same way). When an execution ends, the logs of the sync's executions older than the
+//! [`RECORD_LOG_EXECUTIONS_KEPT`] most recent are deleted; the execution rows stay.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -152,11 +159,17 @@ pub struct ExecutionPage {
 pub struct RecordLine {
     /// `records`, `errors`, `warnings`, `inserts`, `updates` or `deletes`.
     pub log_type: String,
-    /// Position within the log (0-based, unique per log type).
+    /// Position within the log (0-based, unique per log type, without gaps).
     pub seq: i64,
-    /// The line (JSON text).
+    /// The line (JSON text, one line: a line break inside it is stored as a space, as the
+    /// logs are served as JSON Lines).
     pub line: String,
 }
+
+/// How many executions of a sync keep their record logs: when an execution ends, the logs
+/// of older executions beyond the most recent `RECORD_LOG_EXECUTIONS_KEPT` (the one that
+/// ended included) are deleted. The execution rows, their counts and errors stay.
+pub const RECORD_LOG_EXECUTIONS_KEPT: i64 = 10;
 
 /// Sync and execution persistence. Sync calls are scoped to an organization; execution
 /// calls take a sync id the caller has already resolved within its organization.
@@ -200,7 +213,8 @@ pub trait SyncStore {
     /// Executions of a sync by creation time (newest first unless `ascending`).
     async fn list_executions(&self, sync_id: Uuid, page: ExecutionPage) -> Result<Vec<Execution>>;
     /// Moves an execution to `to` if its status is one of `from`; returns whether it moved.
-    /// `running` sets `started_at`; terminal statuses set `completed_at`.
+    /// `running` sets `started_at`; terminal statuses set `completed_at` and prune the
+    /// sync's record logs to the [`RECORD_LOG_EXECUTIONS_KEPT`] most recent executions.
     async fn transition_execution(&self, id: Uuid, from: &[&str], to: &str) -> Result<bool>;
     /// Stores the counts and execution-level errors so far.
     async fn record_execution_progress(
@@ -209,8 +223,13 @@ pub trait SyncStore {
         counts: ExecutionCounts,
         errors: &[String],
     ) -> Result<()>;
-    /// Appends record-log lines.
+    /// Appends record-log lines (each log's lines numbered 0, 1, 2, … without gaps across
+    /// calls), in one transaction.
     async fn append_execution_records(&self, id: Uuid, lines: &[RecordLine]) -> Result<()>;
+    /// Deletes the record logs of the sync's executions except the `keep` most recent ones
+    /// (by creation). [`SyncStore::transition_execution`] calls it with
+    /// [`RECORD_LOG_EXECUTIONS_KEPT`] when an execution ends.
+    async fn prune_record_logs(&self, sync_id: Uuid, keep: i64) -> Result<()>;
     /// Lines of one log, in order, starting at `from_seq`.
     async fn execution_records(
         &self,
@@ -240,7 +259,8 @@ const EXECUTION_COLUMNS: &str = "id, sync_id, status, execution_type, total_coun
 trait SyncRow {
     fn to_sync(&self) -> Result<ModelSync>;
     fn to_execution(&self) -> Result<Execution>;
-    fn to_line(&self) -> Result<RecordLine>;
+    /// A record-log chunk: the number of its first line and its lines joined by `\n`.
+    fn to_chunk(&self) -> Result<(i64, String)>;
 }
 
 fn corrupt(error: &dyn std::fmt::Display) -> StoreError {
@@ -304,12 +324,8 @@ macro_rules! impl_sync_row {
                 })
             }
 
-            fn to_line(&self) -> Result<RecordLine> {
-                Ok(RecordLine {
-                    log_type: self.try_get("log_type")?,
-                    seq: self.try_get("seq")?,
-                    line: self.try_get("line")?,
-                })
+            fn to_chunk(&self) -> Result<(i64, String)> {
+                Ok((self.try_get("seq")?, self.try_get("line")?))
             }
         }
     };
@@ -335,9 +351,76 @@ fn now() -> i64 {
     ferry_core::time::now_millis().timestamp_millis()
 }
 
-/// Record-log lines written per statement (3 binds each; small for SQLite, whose `$n`
-/// lookup is linear in the number of parameters).
-const RECORD_WRITE_CHUNK: usize = 80;
+/// Deletes the record logs of a sync's (`$1`) executions but the `$2` most recent.
+const PRUNE_RECORD_LOGS: &str = "DELETE FROM sync_execution_records WHERE execution_id IN \
+     (SELECT id FROM sync_executions WHERE sync_id = $1 AND id NOT IN \
+     (SELECT id FROM sync_executions WHERE sync_id = $1 \
+     ORDER BY created_at DESC, id DESC LIMIT $2))";
+
+/// Most lines per stored record-log chunk.
+const RECORD_CHUNK_LINES: usize = 1_000;
+
+/// A chunk is closed once its text reaches this many bytes (reading one log file of
+/// 10,000 lines touches at most a few of them).
+const RECORD_CHUNK_BYTES: usize = 256 * 1024;
+
+/// Record-log chunks written per statement (3 binds each).
+const RECORD_WRITE_ROWS: usize = 20;
+
+/// A record-log chunk to store: log type, number of its first line, lines joined by `\n`.
+#[derive(Debug, PartialEq, Eq)]
+struct Chunk<'a> {
+    log_type: &'a str,
+    first_seq: i64,
+    text: String,
+}
+
+/// Groups lines into chunks: consecutive lines of one log (`seq` following on) up to
+/// [`RECORD_CHUNK_LINES`] lines or [`RECORD_CHUNK_BYTES`] bytes. A line break inside a line
+/// becomes a space.
+fn chunk_lines(lines: &[RecordLine]) -> Vec<Chunk<'_>> {
+    // Open chunk per log type: (index in `chunks`, its next seq, its line count).
+    let mut open: std::collections::HashMap<&str, (usize, i64, usize)> =
+        std::collections::HashMap::new();
+    let mut chunks: Vec<Chunk<'_>> = Vec::new();
+    for line in lines {
+        let text = line.line.as_str();
+        let continues = open
+            .get(line.log_type.as_str())
+            .copied()
+            .filter(|(at, next, count)| {
+                *next == line.seq
+                    && *count < RECORD_CHUNK_LINES
+                    && chunks[*at].text.len() < RECORD_CHUNK_BYTES
+            });
+        let at = match continues {
+            Some((at, _, count)) => {
+                chunks[at].text.push('\n');
+                open.insert(&line.log_type, (at, line.seq + 1, count + 1));
+                at
+            }
+            None => {
+                chunks.push(Chunk {
+                    log_type: &line.log_type,
+                    first_seq: line.seq,
+                    text: String::with_capacity(text.len()),
+                });
+                open.insert(&line.log_type, (chunks.len() - 1, line.seq + 1, 1));
+                chunks.len() - 1
+            }
+        };
+        let chunk = &mut chunks[at].text;
+        if text.contains(['\n', '\r']) {
+            chunk.extend(
+                text.chars()
+                    .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+            );
+        } else {
+            chunk.push_str(text);
+        }
+    }
+    chunks
+}
 
 /// `$first, $first+1, ...` for `count` placeholders.
 pub(crate) fn placeholders(first: usize, count: usize) -> String {
@@ -718,7 +801,22 @@ macro_rules! impl_syncs {
                     query = query.bind(*status);
                 }
                 let result = query.execute(&self.pool).await?;
-                Ok(result.rows_affected() == 1)
+                let moved = result.rows_affected() == 1;
+                if moved && is_terminal(to) {
+                    let row = sqlx::query("SELECT sync_id FROM sync_executions WHERE id = $1")
+                        .bind(id.to_string())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    if let Some(row) = row {
+                        let sync_id: String = row.try_get("sync_id")?;
+                        sqlx::query(PRUNE_RECORD_LOGS)
+                            .bind(sync_id)
+                            .bind(RECORD_LOG_EXECUTIONS_KEPT)
+                            .execute(&self.pool)
+                            .await?;
+                    }
+                }
+                Ok(moved)
             }
 
             async fn record_execution_progress(
@@ -758,10 +856,11 @@ macro_rules! impl_syncs {
                 if lines.is_empty() {
                     return Ok(());
                 }
+                let chunks = chunk_lines(lines);
                 let mut tx = self.pool.begin().await?;
-                // Multi-row statements: 3 binds per line plus the execution id.
-                for chunk in lines.chunks(RECORD_WRITE_CHUNK) {
-                    let values: Vec<String> = (0..chunk.len())
+                // Multi-row statements: 3 binds per chunk plus the execution id.
+                for rows in chunks.chunks(RECORD_WRITE_ROWS) {
+                    let values: Vec<String> = (0..rows.len())
                         .map(|i| format!("($1, {})", placeholders(2 + i * 3, 3)))
                         .collect();
                     let sql = format!(
@@ -770,12 +869,24 @@ macro_rules! impl_syncs {
                         values.join(", ")
                     );
                     let mut query = sqlx::query(&sql).bind(id.to_string());
-                    for line in chunk {
-                        query = query.bind(&line.log_type).bind(line.seq).bind(&line.line);
+                    for chunk in rows {
+                        query = query
+                            .bind(chunk.log_type)
+                            .bind(chunk.first_seq)
+                            .bind(&chunk.text);
                     }
                     query.execute(&mut *tx).await?;
                 }
                 tx.commit().await?;
+                Ok(())
+            }
+
+            async fn prune_record_logs(&self, sync_id: Uuid, keep: i64) -> Result<()> {
+                sqlx::query(PRUNE_RECORD_LOGS)
+                    .bind(sync_id.to_string())
+                    .bind(keep.max(0))
+                    .execute(&self.pool)
+                    .await?;
                 Ok(())
             }
 
@@ -786,30 +897,59 @@ macro_rules! impl_syncs {
                 from_seq: i64,
                 limit: i64,
             ) -> Result<Vec<RecordLine>> {
+                let (from_seq, limit) = (from_seq.max(0), limit.max(0));
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let end = from_seq.saturating_add(limit);
+                // The chunks overlapping [from_seq, end): from the last one starting at or
+                // before `from_seq` to the last one starting before `end`.
                 let rows = sqlx::query(
-                    "SELECT log_type, seq, line FROM sync_execution_records \
-                     WHERE execution_id = $1 AND log_type = $2 AND seq >= $3 \
-                     ORDER BY seq LIMIT $4",
+                    "SELECT seq, line FROM sync_execution_records \
+                     WHERE execution_id = $1 AND log_type = $2 AND seq < $4 AND seq >= \
+                     COALESCE((SELECT MAX(seq) FROM sync_execution_records \
+                     WHERE execution_id = $1 AND log_type = $2 AND seq <= $3), 0) \
+                     ORDER BY seq",
                 )
                 .bind(id.to_string())
                 .bind(log_type)
                 .bind(from_seq)
-                .bind(limit)
+                .bind(end)
                 .fetch_all(&self.pool)
                 .await?;
-                rows.iter().map(SyncRow::to_line).collect()
+                let mut out = Vec::new();
+                for row in &rows {
+                    let (first, text) = row.to_chunk()?;
+                    for (seq, line) in (first..).zip(text.split('\n')) {
+                        if seq >= from_seq && seq < end {
+                            out.push(RecordLine {
+                                log_type: log_type.to_string(),
+                                seq,
+                                line: line.to_string(),
+                            });
+                        }
+                    }
+                }
+                Ok(out)
             }
 
             async fn count_execution_records(&self, id: Uuid, log_type: &str) -> Result<i64> {
+                // Lines are numbered without gaps: the count is the last chunk's first
+                // line number plus its lines.
                 let row = sqlx::query(
-                    "SELECT COUNT(*) AS n FROM sync_execution_records \
-                     WHERE execution_id = $1 AND log_type = $2",
+                    "SELECT seq, line FROM sync_execution_records \
+                     WHERE execution_id = $1 AND log_type = $2 ORDER BY seq DESC LIMIT 1",
                 )
                 .bind(id.to_string())
                 .bind(log_type)
-                .fetch_one(&self.pool)
+                .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.try_get("n")?)
+                let Some(row) = row else {
+                    return Ok(0);
+                };
+                let (first, text) = row.to_chunk()?;
+                let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+                Ok(first + i64::try_from(lines).unwrap_or(i64::MAX))
             }
         }
     };
@@ -836,6 +976,51 @@ mod tests {
     fn placeholders_are_numbered() {
         assert_eq!(placeholders(3, 3), "$3, $4, $5");
         assert_eq!(placeholders(1, 0), "");
+    }
+
+    fn line(log_type: &str, seq: i64, line: &str) -> RecordLine {
+        RecordLine {
+            log_type: log_type.into(),
+            seq,
+            line: line.into(),
+        }
+    }
+
+    #[test]
+    fn lines_are_chunked_per_log_and_run_of_numbers() {
+        let lines = [
+            line("records", 0, "a"),
+            line("inserts", 0, "a"),
+            line("records", 1, "b\nc"),
+            line("records", 5, "d"),
+            line("records", 6, "e"),
+        ];
+        let chunks = chunk_lines(&lines);
+        let got: Vec<(&str, i64, &str)> = chunks
+            .iter()
+            .map(|c| (c.log_type, c.first_seq, c.text.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("records", 0, "a\nb c"),
+                ("inserts", 0, "a"),
+                ("records", 5, "d\ne"),
+            ]
+        );
+    }
+
+    #[test]
+    fn chunks_are_bounded() {
+        let lines: Vec<RecordLine> = (0..2_500)
+            .map(|n| line("records", n, &format!("{{\"n\":{n}}}")))
+            .collect();
+        let chunks = chunk_lines(&lines);
+        let firsts: Vec<i64> = chunks.iter().map(|c| c.first_seq).collect();
+        assert_eq!(firsts, [0, 1_000, 2_000]);
+        let big = "x".repeat(RECORD_CHUNK_BYTES);
+        let lines: Vec<RecordLine> = (0..3).map(|n| line("records", n, &big)).collect();
+        assert_eq!(chunk_lines(&lines).len(), 3);
     }
 
     #[test]
