@@ -5,8 +5,8 @@
 //!   `POST /api/bulk/syncs/{id}/activate` — here.
 //! - Schemas (`/schemas`, `/schemas/{schema_id}`) — [`schemas`].
 //! - Schedules (`/schedules`, camelCase bodies) and the scheduler's pass — [`schedules`].
-//! - Executions: start, cancel (sync, execution, schema), status (both forms), list/get,
-//!   logs and console logs, and the in-process runner — [`runs`].
+//! - Executions: start (a job of the queue, run by any worker), cancel (sync, execution,
+//!   schema), status (both forms), list/get, logs and console logs — [`runs`].
 //! - `GET /api/connections/{id}/bulksync/target` and `destination_configuration` —
 //!   [`target`].
 //!
@@ -46,7 +46,8 @@ pub mod schemas;
 pub mod target;
 
 pub use runs::{
-    BulkRunner, finish_bulk_execution, prepare_bulk_run, record_bulk_outcome, run_bulk_execution,
+    BulkRunEnd, LocalBulkRuns, fail_bulk_execution, finish_bulk_execution, prepare_bulk_run,
+    record_bulk_outcome, run_bulk_execution,
 };
 
 /// Accepted `automatically_add_new_objects` / `automatically_add_new_fields` values.
@@ -739,7 +740,7 @@ async fn update(
         )
         .await?;
     if !sync.active {
-        runs::cancel_active(&state, sync.id).await?;
+        runs::cancel_active(&state, &sync).await?;
     }
     Ok(Json(json!({ "data": full_body(&state, &sync).await? })))
 }
@@ -750,14 +751,13 @@ async fn remove(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<StatusCode> {
     let sync = state.store().bulk_sync(caller.organization_id, id).await?;
-    if !state
-        .bulk_runner()
-        .cancel_and_wait(sync.id, runs::STOP_TIMEOUT)
-        .await
-    {
-        return Err(ApiError::conflict(
-            "the bulk sync's execution is still stopping; retry shortly",
-        ));
+    if runs::settle_orphan(&state, sync.id).await?.is_some() {
+        runs::cancel_active(&state, &sync).await?;
+        if !runs::wait_until_stopped(&state, sync.id, runs::STOP_TIMEOUT).await? {
+            return Err(ApiError::conflict(
+                "the bulk sync's execution is still stopping; retry shortly",
+            ));
+        }
     }
     state
         .store()
@@ -783,7 +783,8 @@ async fn activate(
         .set_bulk_sync_active(caller.organization_id, id, body.active)
         .await?;
     if !body.active {
-        runs::cancel_active(&state, id).await?;
+        let sync = state.store().bulk_sync(caller.organization_id, id).await?;
+        runs::cancel_active(&state, &sync).await?;
     }
     Ok(Json(json!({"data": {"id": id, "active": body.active}})))
 }

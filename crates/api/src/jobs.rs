@@ -1,8 +1,9 @@
-//! Jobs and workers: every execution is a job in the store (`ferry_store::jobs`), and
-//! workers claim and run them.
+//! Jobs and workers: every execution — model sync or bulk sync — is a job in the store
+//! (`ferry_store::jobs`), and workers claim and run them.
 //!
-//! - [`enqueue_model_sync`]: the API's start and the scheduler check that the sync can run,
-//!   then write the execution and its job in one transaction (409 while one is unfinished).
+//! - [`enqueue_model_sync`], [`enqueue_bulk_sync`]: the API's starts and the schedulers
+//!   check that the sync can run, then write the execution and its job in one transaction
+//!   (409 while one is unfinished).
 //! - [`run_worker`]: the worker loop — claims jobs (at most `concurrency` at once; the store
 //!   enforces the per-Salesforce-connection cap across processes), runs each on its own
 //!   task and heart-beats its lease every third of the lease. `ferry worker` runs it
@@ -10,40 +11,57 @@
 //! - Dispatch: [`SUPPORTED_KINDS`] lists the kinds this build runs and `run_job` has one
 //!   match arm per kind.
 //!
-//! Model-sync jobs, per claim:
+//! Per claim, for both kinds:
 //!
 //! 1. The job's execution is settled: `created` runs as is; `canceling` (canceled while no
 //!    worker held it) ends as `canceled`; anything else means a previous attempt started
 //!    it — its worker died (lease expired) or stopped — so the attempt's execution is
-//!    marked `interrupted` and the job continues as a **new execution of the same type**
-//!    (the old one keeps its logs and counts). The model-sync ledger makes re-running
-//!    safe: confirmed rows are skipped, creates whose outcome was lost are looked up by
-//!    identity (`pending_create`), so Salesforce gets every row once.
-//! 2. The engine's context is built from stored rows (`crate::syncs::prepare_model_sync`)
-//!    and the execution runs on the job's task through [`ferry_engine::Runner::run`]; its
-//!    events (`sync.running`, then the terminal one) are raised by this worker.
-//! 3. Every heartbeat also reads the execution's status: `canceling` (set by the API in
-//!    any process) cancels the run at the next batch boundary.
-//! 4. Shutdown (SIGTERM, `Runner::shutdown`) cancels the run at the next batch boundary;
-//!    the attempt is marked `interrupted`, its successor execution (`created`) is written
-//!    and the job handed back to the queue. A worker that finds its lease taken stops the
-//!    same way but leaves the job (and the successor) to its new owner.
+//!    marked `interrupted` and the job continues as a **new execution with the same
+//!    options** (the old one keeps its logs and counts). Re-running is safe: the
+//!    model-sync ledger skips confirmed rows and looks up creates whose outcome was lost
+//!    (`pending_create`); the bulk engine commits an object's cursor only together with
+//!    its destination transaction.
+//! 2. The run is built from stored rows (`crate::syncs::prepare_model_sync`,
+//!    `crate::bulk_syncs::prepare_bulk_run`) and runs on the job's task; its events are
+//!    raised by this worker.
+//! 3. Every heartbeat of a model sync, and every [`BULK_POLL`] of a bulk sync, reads the
+//!    execution's status: `canceling` (set by the API in any process) cancels the run at
+//!    the next batch boundary (bulk: at the engine's next check). A bulk sync's job also
+//!    carries schema cancels (`cancel_parts` in its payload), which stop that object only.
+//! 4. Shutdown (SIGTERM) stops the run at the next batch boundary without ever showing it
+//!    as `canceled`: the attempt becomes `interrupted`, its successor execution (`created`)
+//!    is written and the job handed back to the queue, so another worker continues it.
+//!    For model syncs the successor is written *before* the engine is told to stop (the
+//!    engine settles a stopped run as `canceled` only while it is still `running`); a bulk
+//!    run is told it is interrupted, not canceled. A worker that finds its lease taken
+//!    stops the same way but leaves the job to its new owner, which marks the attempt
+//!    `interrupted` and writes the successor in one transaction (a model-sync engine that
+//!    stops first settles its run `canceled`; the worker then corrects it to
+//!    `interrupted`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ferry_engine::{CancellationToken, RunEnd, RunOptions};
-use ferry_store::{ClaimRequest, Execution, Job, JobKind, ModelSync, NewJob, StoreError};
+use ferry_store::{
+    BulkExecution, BulkSync, ClaimRequest, Execution, Job, JobKind, ModelSync, NewBulkExecution,
+    NewJob, StoreError,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
 use crate::AppState;
+use crate::bulk_syncs::BulkRunEnd;
 use crate::error::{ApiError, ApiResult};
 
 /// The job kinds this build's workers run (one arm each in `run_job`).
-pub const SUPPORTED_KINDS: &[JobKind] = &[JobKind::ModelSync];
+pub const SUPPORTED_KINDS: &[JobKind] = &[JobKind::ModelSync, JobKind::BulkSync];
+
+/// How often a running bulk-sync job reads its execution's status and its schema cancels
+/// (model syncs read theirs at every heartbeat).
+pub const BULK_POLL: Duration = Duration::from_secs(2);
 
 /// Default in-process / per-worker concurrency.
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -54,7 +72,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 /// How a worker runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSettings {
-    /// Unique id of this worker (lease owner).
+    /// Unique id of this worker (each claim leases under it plus a suffix).
     pub owner: String,
     /// Jobs run at once.
     pub concurrency: usize,
@@ -92,6 +110,12 @@ pub fn worker_id() -> String {
         .unwrap_or_else(|| "localhost".to_string());
     let suffix = Uuid::new_v4().simple().to_string();
     format!("{host}:{}:{}", std::process::id(), &suffix[..8])
+}
+
+/// The lease owner of one claim: the worker's id and a random suffix.
+fn claim_owner(worker: &str) -> String {
+    let suffix = Uuid::new_v4().simple().to_string();
+    format!("{worker}/{}", &suffix[..8])
 }
 
 /// The parameters of a model-sync job (its run options).
@@ -167,6 +191,43 @@ pub async fn enqueue_model_sync(
     Ok(execution)
 }
 
+/// Enqueues an execution of a bulk sync (checked by the caller,
+/// `crate::bulk_syncs::runs::start_execution`): writes the execution, its schema
+/// executions and its job together. 409 while the sync has an unfinished execution. The
+/// job counts against the source Salesforce connection's cap.
+pub async fn enqueue_bulk_sync(
+    state: &AppState,
+    sync: &BulkSync,
+    execution: &NewBulkExecution,
+) -> ApiResult<BulkExecution> {
+    let job = NewJob {
+        kind: JobKind::BulkSync,
+        organization_id: sync.organization_id,
+        subject_id: sync.id,
+        execution_id: Uuid::nil(),
+        payload: serde_json::json!({}),
+        connection_ids: vec![sync.source_connection_id],
+    };
+    let (execution, job) = match state.store().enqueue_bulk_sync(job, execution).await {
+        Ok(created) => created,
+        Err(StoreError::AlreadyExists { .. }) => {
+            return Err(ApiError::conflict(
+                "an execution of this bulk sync is running",
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    tracing::info!(
+        bulk_sync_id = %sync.id,
+        execution_id = %execution.id,
+        job_id = %job.id,
+        execution_type = %execution.execution_type,
+        "bulk execution queued"
+    );
+    state.local_workers().wake(state);
+    Ok(execution)
+}
+
 /// Waits until the sync has no unfinished execution (any process); `false` on timeout.
 pub async fn wait_until_stopped(
     state: &AppState,
@@ -193,6 +254,7 @@ pub async fn wait_until_stopped(
 pub struct LocalWorkers {
     mode: Mutex<LocalMode>,
     wake: Notify,
+    stop: CancellationToken,
 }
 
 #[derive(Debug, Default)]
@@ -218,16 +280,32 @@ impl LocalWorkers {
         }
     }
 
-    /// Starts the in-process worker loop (once); it stops when the state's runner shuts
-    /// down ([`ferry_engine::Runner::shutdown`]).
+    /// Starts the in-process worker loop (once); it stops on [`LocalWorkers::stop`] or when
+    /// the state's runner shuts down ([`ferry_engine::Runner::shutdown`]).
     pub fn start(&self, state: &AppState, settings: WorkerSettings) {
         let mut mode = self.lock();
         if matches!(*mode, LocalMode::Started(_)) {
             return;
         }
-        let shutdown = state.sync_runner().closing().clone();
-        let handle = tokio::spawn(run_worker(state.clone(), settings, shutdown));
+        let stop = self.stop.clone();
+        let closing = state.sync_runner().closing().clone();
+        let linked = stop.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = closing.cancelled() => linked.cancel(),
+                () = linked.cancelled() => {}
+            }
+        });
+        let handle = tokio::spawn(run_worker(state.clone(), settings, stop));
         *mode = LocalMode::Started(Some(handle));
+    }
+
+    /// Stops the in-process workers: no new claims; running jobs stop at a batch
+    /// boundary and go back to the queue ([`LocalWorkers::stopped`] waits for that). Call
+    /// it before [`ferry_engine::Runner::shutdown`], which would cancel model-sync runs
+    /// directly.
+    pub fn stop(&self) {
+        self.stop.cancel();
     }
 
     /// Waits for the in-process worker loop to end (after the runner's shutdown began).
@@ -255,7 +333,7 @@ impl LocalWorkers {
 /// Claims and runs jobs until `shutdown`; then lets running jobs stop at a batch boundary,
 /// hands them back to the queue and returns.
 pub async fn run_worker(state: AppState, settings: WorkerSettings, shutdown: CancellationToken) {
-    let request = ClaimRequest {
+    let mut request = ClaimRequest {
         owner: settings.owner.clone(),
         lease: settings.lease,
         connection_limit: settings.connection_limit,
@@ -280,11 +358,18 @@ pub async fn run_worker(state: AppState, settings: WorkerSettings, shutdown: Can
         if shutdown.is_cancelled() {
             break;
         }
+        // Each claim holds the lease under its own name: were this process to take over
+        // its own job (a task stalled past the lease), the stalled task must see its
+        // lease as lost rather than keep heart-beating and complete its successor's job.
+        request.owner = claim_owner(&settings.owner);
         match state.store().claim_job(&request).await {
             Ok(Some(job)) => {
                 tasks.spawn(run_job(
                     state.clone(),
-                    settings.clone(),
+                    WorkerSettings {
+                        owner: request.owner.clone(),
+                        ..settings.clone()
+                    },
                     job,
                     shutdown.clone(),
                     permit,
@@ -323,9 +408,12 @@ async fn run_job(
         attempt = job.attempts,
         subject_id = %job.subject_id,
     );
+    // Renewed from the claim on, through the preparation (describes, model reads) too.
+    let lease = LeaseKeeper::start(&state, &settings, &job);
     let outcome = async {
         match job.kind {
-            JobKind::ModelSync => run_model_sync(&state, &settings, &job, &shutdown).await,
+            JobKind::ModelSync => run_model_sync(&state, &settings, &job, &shutdown, &lease).await,
+            JobKind::BulkSync => run_bulk_sync(&state, &settings, &job, &shutdown, &lease).await,
             other => {
                 // Not claimed by this build (see SUPPORTED_KINDS); settle it anyway.
                 let message = format!("this worker cannot run {other} jobs");
@@ -359,6 +447,51 @@ async fn complete(
     }
 }
 
+/// Renews a job's lease every third of it on a task of its own — a run busy on the CPU
+/// between two awaits cannot delay it past the lease — until dropped; `lost` is cancelled
+/// once another claim holds the lease.
+struct LeaseKeeper {
+    lost: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LeaseKeeper {
+    fn start(state: &AppState, settings: &WorkerSettings, job: &Job) -> LeaseKeeper {
+        let lost = CancellationToken::new();
+        let store = state.store().clone();
+        let (id, owner, lease, every) = (
+            job.id,
+            settings.owner.clone(),
+            settings.lease,
+            settings.heartbeat(),
+        );
+        let signal = lost.clone();
+        let task = tokio::spawn(
+            async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.heartbeat_job(id, &owner, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            signal.cancel();
+                            return;
+                        }
+                        Err(error) => tracing::warn!(%error, "heartbeat failed"),
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        LeaseKeeper { lost, task }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// Why this worker stopped a run before it ended by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Stop {
@@ -389,6 +522,7 @@ async fn run_model_sync(
     settings: &WorkerSettings,
     job: &Job,
     shutdown: &CancellationToken,
+    lease: &LeaseKeeper,
 ) -> &'static str {
     let store = state.store();
     let owner = settings.owner.as_str();
@@ -479,25 +613,34 @@ async fn run_model_sync(
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
     let mut stop: Option<Stop> = None;
+    // What a shutdown did before stopping the engine (see `hand_back_model_sync`).
+    let mut handed_back: Option<HandBack> = None;
     let end: RunEnd = loop {
         tokio::select! {
             end = &mut run => break end,
             () = shutdown.cancelled(), if stop.is_none() => {
                 tracing::info!("shutting down: stopping the execution at the next batch boundary");
-                stop = Some(Stop::Shutdown);
+                if matches!(
+                    store.execution(sync.id, execution.id).await,
+                    Ok(current) if current.status == "canceling"
+                ) {
+                    // A user's cancel is pending: it wins.
+                    stop = Some(Stop::Canceled);
+                } else {
+                    stop = Some(Stop::Shutdown);
+                    handed_back = Some(hand_back_model_sync(state, settings, job).await);
+                }
+                cancel.cancel();
+            }
+            () = lease.lost.cancelled(), if stop != Some(Stop::LeaseLost) => {
+                tracing::warn!("lost the job's lease; stopping at the next batch boundary");
+                // The new owner marks this attempt `interrupted` together with writing
+                // its successor (marking it here would leave the sync without an
+                // unfinished execution in between).
+                stop = Some(Stop::LeaseLost);
                 cancel.cancel();
             }
             _ = heartbeat.tick() => {
-                match store.heartbeat_job(job.id, owner, settings.lease).await {
-                    Ok(true) => {}
-                    Ok(false) if stop != Some(Stop::LeaseLost) => {
-                        tracing::warn!("lost the job's lease; stopping at the next batch boundary");
-                        stop = Some(Stop::LeaseLost);
-                        cancel.cancel();
-                    }
-                    Ok(false) => {}
-                    Err(error) => tracing::warn!(%error, "heartbeat failed"),
-                }
                 if stop.is_none()
                     && let Ok(current) = store.execution(sync.id, execution.id).await
                     && current.status == "canceling"
@@ -509,39 +652,319 @@ async fn run_model_sync(
         }
     };
     match stop {
-        Some(reason @ (Stop::Shutdown | Stop::LeaseLost)) if end.status == "canceled" => {
-            // Not a user's cancel: this attempt is interrupted and the job goes on.
-            let _ = store
-                .transition_execution(execution.id, &["canceled"], "interrupted")
-                .await;
-            if reason == Stop::Shutdown {
-                // The job goes back with its next execution already written, so the sync
-                // shows an unfinished execution (and a manual start answers 409) until
-                // another worker continues it.
-                match store.restart_model_sync_attempt(job.id, owner).await {
-                    Ok(Some(next)) => {
-                        tracing::info!(execution_id = %next.id, "next execution queued");
-                    }
-                    Ok(None) => {
-                        complete(state, settings, job, "superseded", None).await;
-                        return "superseded";
-                    }
-                    Err(error) => tracing::warn!(%error, "could not queue the next execution"),
+        Some(Stop::Shutdown) => {
+            let handed_back = match handed_back {
+                Some(HandBack::NotYet) | None if end.status == "canceled" => {
+                    // The run was stopped before its successor could be written (the
+                    // store failed, or the runner's shutdown reached it first).
+                    let _ = store
+                        .transition_execution(execution.id, &["canceled"], "interrupted")
+                        .await;
+                    hand_back_model_sync(state, settings, job).await
                 }
-                match store.release_job(job.id, owner).await {
-                    Ok(true) => tracing::info!("job handed back to the queue"),
-                    Ok(false) => tracing::warn!("the job's lease was taken before it was released"),
-                    Err(error) => tracing::warn!(%error, "could not release the job"),
+                Some(HandBack::NotYet) | None => {
+                    // It ended by itself before the stop reached it.
+                    let error = (!end.errors.is_empty()).then(|| end.errors.join("; "));
+                    complete(state, settings, job, end.status, error.as_deref()).await;
+                    return end.status;
                 }
-                "released"
-            } else {
-                "lease_lost"
+                Some(done) => done,
+            };
+            match handed_back {
+                HandBack::Superseded => {
+                    complete(state, settings, job, "superseded", None).await;
+                    "superseded"
+                }
+                _ => {
+                    release(state, settings, job).await;
+                    "released"
+                }
             }
+        }
+        Some(Stop::LeaseLost) => {
+            if end.status == "canceled" {
+                let _ = store
+                    .transition_execution(execution.id, &["canceled"], "interrupted")
+                    .await;
+            }
+            "lease_lost"
         }
         _ => {
             let error = (!end.errors.is_empty()).then(|| end.errors.join("; "));
             complete(state, settings, job, end.status, error.as_deref()).await;
             end.status
+        }
+    }
+}
+
+/// What a stopping worker did with its model-sync job's execution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandBack {
+    /// The attempt is `interrupted` and its successor (`created`) written.
+    Restarted,
+    /// Another execution of the sync exists, or the lease is gone: the job ends.
+    Superseded,
+    /// The store failed; nothing changed.
+    NotYet,
+}
+
+/// Shutdown of a model-sync job: marks the attempt `interrupted` and writes its successor
+/// execution (`created`) before the engine is told to stop — the engine settles a
+/// stopped run as `canceled` only while it is still `running`, so the execution never
+/// shows `canceled` — and the sync keeps an unfinished execution (a manual start answers
+/// 409) until another worker continues it.
+async fn hand_back_model_sync(state: &AppState, settings: &WorkerSettings, job: &Job) -> HandBack {
+    match state
+        .store()
+        .restart_model_sync_attempt(job.id, &settings.owner)
+        .await
+    {
+        Ok(Some(next)) => {
+            tracing::info!(execution_id = %next.id, "next execution queued");
+            HandBack::Restarted
+        }
+        Ok(None) => HandBack::Superseded,
+        Err(error) => {
+            tracing::warn!(%error, "could not queue the next execution");
+            HandBack::NotYet
+        }
+    }
+}
+
+async fn release(state: &AppState, settings: &WorkerSettings, job: &Job) {
+    match state.store().release_job(job.id, &settings.owner).await {
+        Ok(true) => tracing::info!("job handed back to the queue"),
+        Ok(false) => tracing::warn!("the job's lease was taken before it was released"),
+        Err(error) => tracing::warn!(%error, "could not release the job"),
+    }
+}
+
+/// The schemas a bulk-sync job was asked to stop.
+fn cancel_parts(job: &Job) -> Vec<String> {
+    job.payload
+        .get(ferry_store::jobs::CANCEL_PARTS)
+        .and_then(serde_json::Value::as_array)
+        .map(|parts| {
+            parts
+                .iter()
+                .filter_map(|part| part.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn outcome_name(status: &str) -> &'static str {
+    match status {
+        "completed" => "completed",
+        "canceled" => "canceled",
+        _ => "failed",
+    }
+}
+
+/// Why the previous attempt of a bulk job ended (its execution's message).
+const BULK_INTERRUPTED: &str =
+    "the worker running the execution stopped; the job continues as a new execution";
+
+async fn run_bulk_sync(
+    state: &AppState,
+    settings: &WorkerSettings,
+    job: &Job,
+    shutdown: &CancellationToken,
+    lease: &LeaseKeeper,
+) -> &'static str {
+    let store = state.store();
+    let owner = settings.owner.as_str();
+    let gone = |error: &StoreError| matches!(error, StoreError::NotFound { .. });
+    let (sync, mut execution) = match store.bulk_sync(job.organization_id, job.subject_id).await {
+        Ok(sync) => match store.bulk_execution(sync.id, job.execution_id).await {
+            Ok(execution) => (sync, execution),
+            Err(error) if gone(&error) => {
+                complete(
+                    state,
+                    settings,
+                    job,
+                    "failed",
+                    Some("the execution no longer exists"),
+                )
+                .await;
+                return "failed";
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not read the job's execution; handing the job back");
+                release(state, settings, job).await;
+                return "released";
+            }
+        },
+        Err(error) if gone(&error) => {
+            complete(
+                state,
+                settings,
+                job,
+                "failed",
+                Some("the bulk sync no longer exists"),
+            )
+            .await;
+            return "failed";
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not read the job's bulk sync; handing the job back");
+            release(state, settings, job).await;
+            return "released";
+        }
+    };
+    match execution.status.as_str() {
+        "created" => {}
+        "canceling" => {
+            let status =
+                crate::bulk_syncs::finish_bulk_execution(state, &sync, execution.id, &[], true)
+                    .await
+                    .unwrap_or_else(|_| "canceled".to_string());
+            let outcome = outcome_name(&status);
+            complete(state, settings, job, outcome, None).await;
+            return outcome;
+        }
+        previous => {
+            match store
+                .restart_bulk_sync_attempt(job.id, owner, BULK_INTERRUPTED)
+                .await
+            {
+                Ok(Some(next)) => {
+                    tracing::info!(
+                        previous_execution_id = %execution.id,
+                        previous_status = previous,
+                        execution_id = %next.id,
+                        "job taken over; continuing as a new execution"
+                    );
+                    execution = next;
+                }
+                Ok(None) => {
+                    complete(state, settings, job, "superseded", None).await;
+                    return "superseded";
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not restart the job's execution; handing it back");
+                    release(state, settings, job).await;
+                    return "released";
+                }
+            }
+        }
+    }
+    let request = match crate::bulk_syncs::prepare_bulk_run(
+        state,
+        job.organization_id,
+        sync.id,
+        execution.id,
+    )
+    .await
+    {
+        Ok(request) => request,
+        Err(error) => {
+            crate::bulk_syncs::fail_bulk_execution(state, execution.id, &error.message).await;
+            complete(state, settings, job, "failed", Some(&error.message)).await;
+            return "failed";
+        }
+    };
+    let root = request.cancel.clone();
+    let schemas: std::collections::HashMap<String, CancellationToken> = request
+        .objects
+        .iter()
+        .map(|object| (object.object.clone(), root.child_token()))
+        .collect();
+    let apply_parts = |job: &Job| {
+        for part in cancel_parts(job) {
+            if let Some(token) = schemas.get(&part) {
+                token.cancel();
+            }
+        }
+    };
+    apply_parts(job);
+    let _registration =
+        state
+            .bulk_runs()
+            .register(sync.id, execution.id, root.clone(), schemas.clone());
+    let interrupt = CancellationToken::new();
+    tracing::info!(execution_id = %execution.id, "bulk execution running");
+    let run = crate::bulk_syncs::run_bulk_execution(
+        state,
+        &sync,
+        request,
+        schemas.clone(),
+        execution.is_test,
+        &interrupt,
+    );
+    tokio::pin!(run);
+    let mut poll = tokio::time::interval(BULK_POLL.min(settings.heartbeat()));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    let mut stop: Option<Stop> = None;
+    let end = loop {
+        tokio::select! {
+            end = &mut run => break end,
+            () = shutdown.cancelled(), if stop.is_none() => {
+                tracing::info!("shutting down: stopping the bulk execution at the engine's next check");
+                stop = Some(Stop::Shutdown);
+                interrupt.cancel();
+                root.cancel();
+            }
+            () = lease.lost.cancelled(), if !matches!(stop, Some(Stop::LeaseLost | Stop::Shutdown)) => {
+                tracing::warn!("lost the job's lease; stopping the bulk execution");
+                stop = Some(Stop::LeaseLost);
+                interrupt.cancel();
+                root.cancel();
+            }
+            _ = poll.tick(), if stop.is_none() => {
+                if let Ok(current) = store.bulk_execution(sync.id, execution.id).await
+                    && current.status == "canceling"
+                {
+                    stop = Some(Stop::Canceled);
+                    root.cancel();
+                }
+                if let Ok(current) = store.job(job.id).await {
+                    apply_parts(&current);
+                }
+            }
+        }
+    };
+    match end {
+        BulkRunEnd::Finished(status) => {
+            let outcome = outcome_name(&status);
+            let error = (outcome == "failed")
+                .then(|| format!("the bulk execution {} ended {status}", execution.id));
+            complete(state, settings, job, outcome, error.as_deref()).await;
+            outcome
+        }
+        BulkRunEnd::Interrupted if stop == Some(Stop::LeaseLost) => {
+            // The new owner marks this attempt `interrupted` together with writing its
+            // successor; nothing here settled it.
+            "lease_lost"
+        }
+        BulkRunEnd::Interrupted => {
+            // A user's cancel that arrived while stopping still wins.
+            if matches!(
+                store.bulk_execution(sync.id, execution.id).await,
+                Ok(current) if current.status == "canceling"
+            ) {
+                let _ =
+                    crate::bulk_syncs::finish_bulk_execution(state, &sync, execution.id, &[], true)
+                        .await;
+                complete(state, settings, job, "canceled", None).await;
+                return "canceled";
+            }
+            match store
+                .restart_bulk_sync_attempt(job.id, owner, BULK_INTERRUPTED)
+                .await
+            {
+                Ok(Some(next)) => {
+                    tracing::info!(execution_id = %next.id, "next bulk execution queued");
+                }
+                Ok(None) => {
+                    complete(state, settings, job, "superseded", None).await;
+                    return "superseded";
+                }
+                Err(error) => tracing::warn!(%error, "could not queue the next bulk execution"),
+            }
+            release(state, settings, job).await;
+            "released"
         }
     }
 }
@@ -577,5 +1000,8 @@ mod tests {
         };
         assert_eq!(settings.heartbeat(), Duration::from_secs(1));
         assert_ne!(worker_id(), worker_id());
+        let claim = claim_owner(&settings.owner);
+        assert!(claim.starts_with(&format!("{}/", settings.owner)));
+        assert_ne!(claim, claim_owner(&settings.owner));
     }
 }

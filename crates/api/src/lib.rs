@@ -76,7 +76,7 @@ struct StateInner {
     settings: ApiSettings,
     salesforce_clients: salesforce_clients::ClientCache,
     sync_runner: ferry_engine::Runner,
-    bulk_runner: bulk_syncs::BulkRunner,
+    bulk_runs: bulk_syncs::LocalBulkRuns,
     background: tokio_util::task::TaskTracker,
     local_workers: jobs::LocalWorkers,
     metrics: metrics::Metrics,
@@ -103,7 +103,7 @@ impl AppState {
                 settings,
                 salesforce_clients: salesforce_clients::ClientCache::default(),
                 sync_runner: ferry_engine::Runner::default(),
-                bulk_runner: bulk_syncs::BulkRunner::default(),
+                bulk_runs: bulk_syncs::LocalBulkRuns::default(),
                 background: tokio_util::task::TaskTracker::new(),
                 local_workers: jobs::LocalWorkers::default(),
                 metrics: metrics::Metrics::default(),
@@ -146,9 +146,9 @@ impl AppState {
         &self.inner.sync_runner
     }
 
-    /// Bulk-sync executions running in this process.
-    pub fn bulk_runner(&self) -> &bulk_syncs::BulkRunner {
-        &self.inner.bulk_runner
+    /// Bulk-sync executions this process's workers are running.
+    pub fn bulk_runs(&self) -> &bulk_syncs::LocalBulkRuns {
+        &self.inner.bulk_runs
     }
 
     /// The in-process job workers (started on demand unless configured).

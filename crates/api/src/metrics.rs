@@ -5,12 +5,17 @@
 //!
 //! Two sources:
 //!
-//! - the store, read at scrape time, so every API process reports the same cluster-wide
-//!   figures whichever one the scraper reaches: executions by status, records by outcome,
+//! - the store, read at scrape time, so every process reports the same cluster-wide
+//!   figures whichever one the scraper reaches: model-sync and bulk-sync executions by
+//!   status, records by outcome,
 //!   jobs by kind and status (queue depth), Salesforce API calls in the last 24 hours and
 //!   the remaining daily budget per connection;
 //! - this process, kept in a small hand-rolled registry ([`Metrics`]): job durations as a
 //!   histogram per kind and outcome, and the jobs running here.
+//!
+//! `ferry serve` serves it on the API listener; `ferry worker` on its own listener
+//! (`--metrics-listen`, [`router`]), with the same families — a worker's job durations
+//! and running jobs are its own.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -141,6 +146,13 @@ pub fn routes() -> ApiRoutes {
     )
 }
 
+/// `GET /metrics` alone, for a process that serves no API (`ferry worker
+/// --metrics-listen`); other paths answer 404.
+pub fn router(state: AppState) -> axum::Router {
+    let (router, _) = routes().into_router();
+    router.with_state(state)
+}
+
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -170,6 +182,19 @@ async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
         let _ = writeln!(
             out,
             "ferry_sync_executions{{status=\"{}\"}} {count}",
+            escape(status)
+        );
+    }
+    header(
+        &mut out,
+        "ferry_bulk_sync_executions",
+        "gauge",
+        "Bulk-sync executions in the store, by status.",
+    );
+    for (status, count) in &snapshot.bulk_executions {
+        let _ = writeln!(
+            out,
+            "ferry_bulk_sync_executions{{status=\"{}\"}} {count}",
             escape(status)
         );
     }

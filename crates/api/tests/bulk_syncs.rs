@@ -288,10 +288,8 @@ impl Harness {
     }
 
     async fn finish(self) {
-        self.state
-            .bulk_runner()
-            .shutdown(Duration::from_secs(10))
-            .await;
+        self.state.local_workers().stop();
+        self.state.local_workers().stopped().await;
         if let Some(pg) = self.pg {
             pg.drop_database().await;
         }
@@ -1368,20 +1366,7 @@ async fn schedules(h: Harness) {
     .await
     .unwrap();
     assert_eq!(started.len(), 1);
-    let sync_id: uuid::Uuid = sync.parse().unwrap();
-    assert!(
-        h.state
-            .bulk_runner()
-            .wait(sync_id, Duration::from_secs(60))
-            .await
-    );
-    let execution = h
-        .ok(
-            "GET",
-            &format!("/api/bulk/syncs/{sync}/executions/{}", started[0]),
-            None,
-        )
-        .await;
+    let execution = h.wait(&sync, &started[0].to_string()).await;
     assert_eq!(execution["type"], "scheduled");
     assert_eq!(execution["status"], "completed", "{execution}");
     assert_eq!(schema_of(&execution, "Account")["status"], "completed");
@@ -1434,6 +1419,184 @@ async fn schedules(h: Harness) {
     h.finish().await;
 }
 
+/// The job of an execution.
+async fn job_of(h: &Harness, execution: &str) -> ferry_store::Job {
+    h.state
+        .store()
+        .job_for_execution(execution.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no job for execution {execution}"))
+}
+
+/// The job of an execution once it is done (its worker records the outcome right after
+/// settling the execution).
+async fn done_job_of(h: &Harness, execution: &str) -> ferry_store::Job {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = job_of(h, execution).await;
+        if job.status == ferry_store::JobStatus::Done {
+            return job;
+        }
+        assert!(std::time::Instant::now() < deadline, "{job:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Bulk executions are jobs: a server without workers leaves them queued (and cancels a
+/// queued one on the spot), a worker runs them, and a worker that stops mid-run hands the
+/// job back — the attempt `interrupted` (never `canceled`), its successor queued — for
+/// another worker to finish.
+async fn runs_as_jobs(h: Harness, pg_name: &str) {
+    use ferry_store::{JobKind, JobStatus};
+    // `ferry serve --workers 0`: no in-process worker.
+    h.state.local_workers().disable();
+    let Some(database) = ferry_store::testing::postgres_database(pg_name).await else {
+        return h.finish().await;
+    };
+    h.seed(5).await;
+    let salesforce = h.salesforce_connection().await;
+    let warehouse = h.postgres_connection(&database).await;
+    let sync = h
+        .create(h.sync_body(&salesforce, &warehouse, json!({}), json!(["Account"])))
+        .await;
+    let start = format!("/api/bulk/syncs/{sync}/executions");
+
+    // Queued, and nobody runs it.
+    let queued = h.ok("POST", &start, Some(json!({}))).await;
+    assert_execution_shape(&queued);
+    assert_eq!(queued["status"], "created");
+    let queued_id = queued["id"].as_str().unwrap().to_string();
+    let job = job_of(&h, &queued_id).await;
+    assert_eq!(job.kind, JobKind::BulkSync);
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(
+        job.connection_ids,
+        vec![salesforce.parse::<uuid::Uuid>().unwrap()]
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still = h.ok("GET", &format!("{start}/{queued_id}"), None).await;
+    assert_eq!(still["status"], "created", "{still}");
+    assert_eq!(job_of(&h, &queued_id).await.status, JobStatus::Queued);
+    // One at a time.
+    let error = h
+        .error("POST", &start, Some(json!({})), StatusCode::CONFLICT)
+        .await;
+    assert_eq!(error["status"], 409);
+    // Canceling a job nobody claimed settles it at once.
+    h.ok("POST", &format!("/api/bulk/syncs/{sync}/cancel"), None)
+        .await;
+    let canceled = h.ok("GET", &format!("{start}/{queued_id}"), None).await;
+    assert_eq!(canceled["status"], "canceled", "{canceled}");
+    assert_eq!(schema_of(&canceled, "Account")["status"], "canceled");
+    let job = job_of(&h, &queued_id).await;
+    assert_eq!(job.status, JobStatus::Done);
+    assert_eq!(job.outcome.as_deref(), Some("canceled"));
+
+    // A worker claims and runs the next one.
+    let settings = ferry_api::jobs::WorkerSettings {
+        lease: Duration::from_secs(3),
+        ..ferry_api::jobs::WorkerSettings::default()
+    };
+    let started = h.ok("POST", &start, Some(json!({}))).await;
+    let started_id = started["id"].as_str().unwrap().to_string();
+    h.state.local_workers().start(&h.state, settings.clone());
+    let done = h.wait(&sync, &started_id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let accounts = h.query("SELECT Id, Name FROM Account ORDER BY Id").await;
+    assert_eq!(
+        schema_of(&done, "Account")["record_count"],
+        accounts.len() as i64
+    );
+    let job = done_job_of(&h, &started_id).await;
+    assert_eq!(
+        (job.status, job.outcome.as_deref(), job.attempts),
+        (JobStatus::Done, Some("completed"), 1)
+    );
+
+    // The worker stops mid-run (SIGTERM): the attempt is interrupted, the job goes back
+    // with its next execution written.
+    h.admin(
+        reqwest::Method::PUT,
+        "faults",
+        Some(json!({"latencyMs": 300})),
+    )
+    .await;
+    let slow = h
+        .ok("POST", &start, Some(json!({"fetch_mode": "full"})))
+        .await;
+    let slow_id = slow["id"].as_str().unwrap().to_string();
+    let slow_job = job_of(&h, &slow_id).await.id;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let current = h.ok("GET", &format!("{start}/{slow_id}"), None).await;
+        if schema_of(&current, "Account")["status"] == "running" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{current}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    h.state.local_workers().stop();
+    h.state.local_workers().stopped().await;
+    let stopped = h.ok("GET", &format!("{start}/{slow_id}"), None).await;
+    assert_eq!(stopped["status"], "interrupted", "{stopped}");
+    assert_eq!(schema_of(&stopped, "Account")["status"], "interrupted");
+    let job = h.state.store().job(slow_job).await.unwrap();
+    assert_eq!(job.status, JobStatus::Queued);
+    let next_id = job.execution_id.to_string();
+    assert_ne!(next_id, slow_id);
+    let status = h
+        .ok("GET", &format!("/api/bulk/syncs/{sync}/status"), None)
+        .await;
+    assert_eq!(
+        status["current_execution"]["id"],
+        json!(next_id),
+        "{status}"
+    );
+    assert_eq!(status["current_execution"]["status"], "created");
+    h.error("POST", &start, Some(json!({})), StatusCode::CONFLICT)
+        .await;
+
+    // Another worker continues it, with the same options.
+    h.admin(reqwest::Method::DELETE, "faults", None).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(ferry_api::jobs::run_worker(
+        h.state.clone(),
+        ferry_api::jobs::WorkerSettings {
+            owner: ferry_api::jobs::worker_id(),
+            ..settings
+        },
+        stop.clone(),
+    ));
+    let next = h.wait(&sync, &next_id).await;
+    assert_eq!(next["status"], "completed", "{next}");
+    assert_eq!(next["fetch_mode"], "full");
+    assert_eq!(next["type"], "manual");
+    let job = done_job_of(&h, &next_id).await;
+    assert_eq!((job.id, job.attempts), (slow_job, 2));
+    assert_eq!(
+        destination_rows(&database, "SELECT id, name FROM account ORDER BY id").await,
+        emulator_rows(&accounts, "Name")
+    );
+    // Only the execution canceled on purpose is `canceled`.
+    let history = h.ok("GET", &format!("{start}?ascending=true"), None).await;
+    let statuses: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["canceled", "completed", "interrupted", "completed"],
+        "{history}"
+    );
+    stop.cancel();
+    worker.await.unwrap();
+    h.finish().await;
+    database.drop_database().await;
+}
+
 async fn sqlite_harness() -> Harness {
     Harness::new(None).await
 }
@@ -1478,6 +1641,11 @@ mod sqlite {
     async fn schedules() {
         super::schedules(super::sqlite_harness().await).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_as_jobs() {
+        super::runs_as_jobs(super::sqlite_harness().await, "api_bulk_sqlite_jobs_dest").await;
+    }
 }
 
 mod postgres {
@@ -1519,5 +1687,13 @@ mod postgres {
             return;
         };
         super::schedules(h).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn runs_as_jobs() {
+        let Some(h) = super::postgres_harness("api_bulk_jobs").await else {
+            return;
+        };
+        super::runs_as_jobs(h, "api_bulk_pg_jobs_dest").await;
     }
 }

@@ -29,8 +29,9 @@ pub struct ServeArgs {
 pub struct ServeCommand {
     #[command(flatten)]
     pub server: ServeArgs,
-    /// Jobs this process runs at once (in-process workers); 0 serves the API only and
-    /// leaves the jobs to `ferry worker` processes.
+    /// Jobs this process runs at once (in-process workers: model-sync and bulk-sync
+    /// executions); 0 serves the API only and leaves every execution to `ferry worker`
+    /// processes.
     #[arg(long, env = "FERRY_WORKERS", default_value_t = ferry_api::jobs::DEFAULT_CONCURRENCY)]
     pub workers: usize,
     #[command(flatten)]
@@ -153,16 +154,13 @@ impl Server {
         if let Err(error) = self.scheduler.await {
             tracing::warn!(%error, "sync scheduler ended abnormally");
         }
-        // Running sync executions stop at a batch boundary; their state is committed and
-        // their jobs go back to the queue.
+        // The in-process workers stop first: running executions (model and bulk syncs)
+        // stop at a batch boundary, are marked `interrupted` with their successor written,
+        // and their jobs go back to the queue for another worker.
+        self.state.local_workers().stop();
+        self.state.local_workers().stopped().await;
         self.state
             .sync_runner()
-            .shutdown(Duration::from_secs(30))
-            .await;
-        self.state.local_workers().stopped().await;
-        // Bulk executions run in the API process: stop them at the engine's next check.
-        self.state
-            .bulk_runner()
             .shutdown(Duration::from_secs(30))
             .await;
         // Let in-flight background work (webhook deliveries) finish, within reason.

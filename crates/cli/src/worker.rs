@@ -1,10 +1,16 @@
-//! `ferry worker`: claims and runs jobs from a PostgreSQL metadata store, alongside any
-//! number of other workers and `ferry serve` processes (`ferry_api::jobs`).
+//! `ferry worker`: claims and runs jobs — model-sync and bulk-sync executions — from a
+//! PostgreSQL metadata store, alongside any number of other workers and `ferry serve`
+//! processes (`ferry_api::jobs`).
 //!
-//! SIGTERM or SIGINT: no new claims; running executions stop at their next batch boundary,
-//! their jobs go back to the queue (another worker continues them), webhook deliveries
-//! get up to 10 s, then the process exits.
+//! `--metrics-listen ADDR` serves Prometheus `GET /metrics` (`ferry_api::metrics`) on its
+//! own listener; off by default, since several workers often share a host.
+//!
+//! SIGTERM or SIGINT: no new claims; running executions stop at their next batch boundary
+//! (marked `interrupted`, never `canceled`), their jobs go back to the queue with the next
+//! execution already written (another worker continues them), webhook deliveries get up to
+//! 10 s, then the process exits.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -46,6 +52,10 @@ pub struct WorkerArgs {
     /// Jobs this worker runs at once.
     #[arg(long, env = "FERRY_WORKER_CONCURRENCY", default_value_t = ferry_api::jobs::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
+    /// Serve Prometheus metrics (GET /metrics: jobs and queue depth, executions, job
+    /// durations) on this address, e.g. 0.0.0.0:9464. Off unless given.
+    #[arg(long, env = "FERRY_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub tuning: WorkerTuning,
     #[command(flatten)]
@@ -83,6 +93,23 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         worker_settings.owner, worker_settings.concurrency, args.tuning.lease_seconds
     );
     let shutdown = CancellationToken::new();
+    let metrics = match args.metrics_listen {
+        Some(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding --metrics-listen {address}"))?;
+            let bound = listener.local_addr()?;
+            println!("ferry worker serves metrics on http://{bound}/metrics");
+            let app = ferry_api::metrics::router(state.clone());
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move { stop.cancelled().await })
+                    .await
+            }))
+        }
+        None => None,
+    };
     let mut worker = tokio::spawn(run_worker(state.clone(), worker_settings, shutdown.clone()));
     let ended_early = tokio::select! {
         () = signal.wait() => false,
@@ -95,6 +122,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         shutdown.cancel();
         worker.await.context("the worker loop")?;
+    }
+    shutdown.cancel();
+    if let Some(metrics) = metrics {
+        metrics
+            .await
+            .context("the metrics server task")?
+            .context("the metrics server")?;
     }
     state.sync_runner().shutdown(Duration::from_secs(30)).await;
     state.background().close();

@@ -6,6 +6,10 @@
 //! - `killed_workers_lose_and_duplicate_nothing`: a 100k-row model sync survives five
 //!   SIGKILLs of the worker running it and one SIGTERM; the emulator ends with every
 //!   record exactly once, the ledger agrees, and a further run sends nothing.
+//! - `bulk_sync_on_workers`: a bulk sync waits in the queue while no worker runs, is run by
+//!   a `ferry worker` (whose `--metrics-listen` endpoint reports it), is taken over after
+//!   its worker is killed mid-run and handed back on SIGTERM — never shown `canceled` —
+//!   and the destination ends with every record once.
 
 mod support;
 
@@ -37,8 +41,14 @@ struct Worker {
 
 impl Worker {
     fn start(database_url: &str, lease_seconds: u64) -> Worker {
+        Worker::start_with(database_url, lease_seconds, &[])
+    }
+
+    /// [`Worker::start`] with more arguments.
+    fn start_with(database_url: &str, lease_seconds: u64, args: &[&str]) -> Worker {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .args(["worker", "--concurrency", "4"])
+            .args(args)
             .env("FERRY_DATABASE_URL", database_url)
             .env("FERRY_SECRET_KEY", SECRET_KEY)
             .env("FERRY_LEASE_SECONDS", lease_seconds.to_string())
@@ -447,7 +457,7 @@ async fn thirty_syncs_three_workers() {
     let mut pg = cluster.pg().await;
     let row = sqlx::query(
         "SELECT COUNT(*) AS jobs, MIN(attempts) AS min_attempts, MAX(attempts) AS max_attempts, \
-         COUNT(DISTINCT lease_owner) AS owners, \
+         COUNT(DISTINCT split_part(lease_owner, '/', 1)) AS owners, \
          SUM(CASE WHEN status = 'done' AND outcome = 'completed' THEN 1 ELSE 0 END) AS done \
          FROM jobs",
     )
@@ -624,6 +634,10 @@ async fn killed_workers_lose_and_duplicate_nothing() {
         .count();
     assert!(interrupted >= thresholds.len(), "{history:?}");
     assert!(
+        history.iter().all(|e| e["status"] != "canceled"),
+        "a stopped or killed worker never shows its execution canceled: {history:?}"
+    );
+    assert!(
         history.iter().all(|e| e["type"] == "manual"),
         "attempts keep the execution type: {history:?}"
     );
@@ -670,5 +684,243 @@ async fn killed_workers_lose_and_duplicate_nothing() {
     assert_eq!(last["counts"]["total"], json!(0), "{last}");
     assert_eq!(cluster.contact_emails().await.len(), ROWS);
     drop(pg);
+    cluster.finish().await;
+}
+
+/// The bulk sync's executions once it has no unfinished one (oldest first).
+async fn settle_bulk(cluster: &Cluster, sync: &str) -> Vec<Value> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let status = cluster.get(&format!("/api/bulk/syncs/{sync}/status")).await;
+        if status["current_execution"].is_null() && !status["last_execution"].is_null() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bulk sync {sync} did not finish: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let executions = cluster
+        .get(&format!("/api/bulk/syncs/{sync}/executions?ascending=true"))
+        .await;
+    executions.as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the bulk sync's job runs attempt `attempt` and its execution is reading
+/// Account.
+async fn bulk_attempt_running(
+    cluster: &Cluster,
+    pg: &mut sqlx::PgConnection,
+    sync: &str,
+    attempt: i64,
+) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let (attempts, status, execution) = job_state(pg, sync).await;
+        assert_ne!(
+            status, "done",
+            "the bulk job finished before attempt {attempt} was stopped"
+        );
+        if attempts == attempt && status == "running" {
+            let current = cluster
+                .get(&format!("/api/bulk/syncs/{sync}/executions/{execution}"))
+                .await;
+            if current["schemas"][0]["status"] == "running" {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "attempt {attempt} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A bulk sync on `ferry worker` processes: queued while none runs, run by one (its
+/// metrics endpoint reports the job), taken over after a SIGKILL, handed back on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_sync_on_workers() {
+    const ACCOUNTS: i64 = 300;
+    const LEASE_SECONDS: u64 = 2;
+    let Some(cluster) = Cluster::start("bulk_workers", 0, 1).await else {
+        return;
+    };
+    let Some(warehouse_db) = ferry_store::testing::postgres_database("bulk_workers_dest").await
+    else {
+        return cluster.finish().await;
+    };
+    let generated = cluster
+        .http
+        .post(format!(
+            "{}/__emulator/generate/Account",
+            cluster.emulator.base_url()
+        ))
+        .json(&json!({"count": ACCOUNTS, "fields": {"Name": "Bulk {n}"}}))
+        .send()
+        .await
+        .expect("seeding accounts");
+    assert!(generated.status().is_success());
+    let (salesforce, _) = cluster.connections().await;
+    let options: sqlx::postgres::PgConnectOptions =
+        warehouse_db.url.parse().expect("destination url");
+    let warehouse = cluster
+        .post(
+            "/api/connections",
+            json!({"name": "warehouse", "type": "postgresql", "configuration": {
+                "hostname": options.get_host(), "port": options.get_port(),
+                "database": options.get_database().expect("database"),
+                "username": options.get_username(), "ssl": false}}),
+        )
+        .await;
+    let sync = id_of(
+        &cluster
+            .post(
+                "/api/bulk/syncs",
+                json!({"name": "replica", "source_connection_id": salesforce,
+                       "destination_connection_id": id_of(&warehouse),
+                       "destination_configuration": {},
+                       "default_schedule": {"frequency": "manual"},
+                       "schemas": ["Account"]}),
+            )
+            .await,
+    );
+    let start = format!("/api/bulk/syncs/{sync}/executions");
+    let mut pg = cluster.pg().await;
+
+    // `ferry serve --workers 0` runs no bulk sync: the job waits for a worker.
+    let first = id_of(&cluster.post(&start, json!({})).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (attempts, status, _) = job_state(&mut pg, &sync).await;
+    assert_eq!((attempts, status.as_str()), (0, "queued"));
+    let waiting = cluster.get(&format!("{start}/{first}")).await;
+    assert_eq!(waiting["status"], "created", "{waiting}");
+
+    // A worker with a metrics listener runs it.
+    let metrics_address = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+        probe.local_addr().expect("address").to_string()
+    };
+    let mut worker = Worker::start_with(
+        &cluster.database.url,
+        LEASE_SECONDS,
+        &["--metrics-listen", &metrics_address],
+    );
+    let history = settle_bulk(&cluster, &sync).await;
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["status"], "completed", "{history:?}");
+    assert_eq!(history[0]["record_count"], json!(ACCOUNTS), "{history:?}");
+    let mut destination =
+        sqlx::postgres::PgConnectOptions::from_url(&warehouse_db.url.parse().expect("url"))
+            .expect("options")
+            .connect()
+            .await
+            .expect("destination");
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM account")
+            .fetch_one(&mut destination)
+            .await
+            .expect("rows"),
+        ACCOUNTS
+    );
+    let deadline = Instant::now() + PATIENCE;
+    let metrics = loop {
+        let metrics = cluster
+            .http
+            .get(format!("http://{metrics_address}/metrics"))
+            .send()
+            .await
+            .expect("worker metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        if metrics.contains(
+            "ferry_job_duration_seconds_count{kind=\"bulk_sync\",outcome=\"completed\"} 1",
+        ) {
+            break metrics;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for family in [
+        "ferry_jobs{kind=\"bulk_sync\",status=\"done\"} 1",
+        "ferry_bulk_sync_executions{status=\"completed\"} 1",
+        "ferry_job_queue_depth 0",
+        "ferry_jobs_running_here 0",
+    ] {
+        assert!(metrics.contains(family), "{family} in {metrics}");
+    }
+
+    // Slow Salesforce down; the worker running a full refetch is killed, another takes
+    // the job over once the lease expires and is stopped with SIGTERM, a third finishes.
+    let faults = |body: Option<Value>| {
+        let url = format!("{}/__emulator/faults", cluster.emulator.base_url());
+        let request = match body {
+            Some(body) => cluster.http.put(url).json(&body),
+            None => cluster.http.delete(url),
+        };
+        async move {
+            assert!(request.send().await.expect("faults").status().is_success());
+        }
+    };
+    faults(Some(json!({"latencyMs": 1000}))).await;
+    id_of(&cluster.post(&start, json!({"fetch_mode": "full"})).await);
+    bulk_attempt_running(&cluster, &mut pg, &sync, 1).await;
+    worker.kill();
+    let mut second = Worker::start(&cluster.database.url, LEASE_SECONDS);
+    bulk_attempt_running(&cluster, &mut pg, &sync, 2).await;
+    assert!(
+        second.terminate(),
+        "SIGTERM exits cleanly: {}",
+        second.log()
+    );
+    let (_, status, pending) = job_state(&mut pg, &sync).await;
+    assert_eq!(status, "queued", "{}", second.log());
+    let pending = cluster.get(&format!("{start}/{pending}")).await;
+    assert_eq!(pending["status"], "created", "{pending}");
+    faults(None).await;
+    let _third = Worker::start(&cluster.database.url, LEASE_SECONDS);
+    let history = settle_bulk(&cluster, &sync).await;
+    let statuses: Vec<&str> = history
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["completed", "interrupted", "interrupted", "completed"],
+        "{history:?}"
+    );
+    let last = history.last().expect("executions");
+    assert_eq!(
+        (last["type"].as_str(), last["fetch_mode"].as_str()),
+        (Some("manual"), Some("full"))
+    );
+    assert_eq!(last["record_count"], json!(ACCOUNTS), "{last}");
+    // The worker records the job's outcome right after settling the execution.
+    let deadline = Instant::now() + PATIENCE;
+    let (attempts, status) = loop {
+        let (attempts, status, _) = job_state(&mut pg, &sync).await;
+        if status == "done" || Instant::now() > deadline {
+            break (attempts, status);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((attempts, status.as_str()), (3, "done"));
+    assert_eq!(
+        count("SELECT COUNT(DISTINCT id) FROM account")
+            .fetch_one(&mut destination)
+            .await
+            .expect("ids"),
+        ACCOUNTS
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM account")
+            .fetch_one(&mut destination)
+            .await
+            .expect("rows"),
+        ACCOUNTS
+    );
+    drop(destination);
+    drop(pg);
+    warehouse_db.drop_database().await;
     cluster.finish().await;
 }

@@ -418,12 +418,6 @@ pub trait BulkSyncStore {
     ) -> Result<Vec<String>>;
     /// Number of log lines.
     async fn count_bulk_execution_logs(&self, execution_id: Uuid) -> Result<i64>;
-    /// The running process's heartbeat: stamps the execution (while it is unfinished) and
-    /// returns its status, so the runner sees a `canceling` set by any process. `None`
-    /// when the execution is gone.
-    async fn heartbeat_bulk_execution(&self, execution_id: Uuid) -> Result<Option<String>>;
-    /// When the process running the execution last stamped it (`None`: never).
-    async fn bulk_execution_heartbeat(&self, execution_id: Uuid) -> Result<Option<DateTime<Utc>>>;
 }
 
 const SYNC_COLUMNS: &str = "id, organization_id, name, source_connection_id, \
@@ -622,6 +616,50 @@ fn settled_schema_status(to: &str) -> &str {
 macro_rules! impl_bulk_syncs {
     ($store:ty) => {
         impl $store {
+            /// Inserts an execution (status `created`) and its schema executions, in order,
+            /// in the transaction; [`StoreError::AlreadyExists`] (entity `running
+            /// execution`) when the sync has an unfinished one. Shared with the job queue,
+            /// which writes an execution and its job together.
+            pub(crate) async fn insert_bulk_execution(
+                tx: &mut sqlx::Transaction<'static, <$store as crate::syncs::StoreDb>::Db>,
+                sync_id: Uuid,
+                new: &NewBulkExecution,
+            ) -> Result<Uuid> {
+                let id = Uuid::new_v4();
+                let now = now();
+                sqlx::query(&format!(
+                    "INSERT INTO bulk_sync_executions ({EXECUTION_COLUMNS}) VALUES ($1, $2, \
+                     'created', '', $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, NULL, NULL, $9)"
+                ))
+                .bind(id.to_string())
+                .bind(sync_id.to_string())
+                .bind(&new.execution_type)
+                .bind(&new.fetch_mode)
+                .bind(&new.output_disposition)
+                .bind(new.is_resync)
+                .bind(new.is_partial)
+                .bind(new.is_test)
+                .bind(now)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_unique("running execution"))?;
+                for (position, (schema_id, output_name)) in new.schemas.iter().enumerate() {
+                    sqlx::query(&format!(
+                        "INSERT INTO bulk_sync_schema_executions (execution_id, position, \
+                         {SCHEMA_EXECUTION_COLUMNS}) VALUES ($1, $2, $3, $4, 'created', '', \
+                         0, 0, 0, 0, $5, NULL, NULL, $5)"
+                    ))
+                    .bind(id.to_string())
+                    .bind(position as i64)
+                    .bind(schema_id)
+                    .bind(output_name)
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(id)
+            }
+
             /// Checks that both connections belong to the organization.
             async fn bulk_dependencies(
                 tx: &mut sqlx::Transaction<'static, <$store as crate::syncs::StoreDb>::Db>,
@@ -1071,43 +1109,14 @@ macro_rules! impl_bulk_syncs {
                 sync_id: Uuid,
                 new: &NewBulkExecution,
             ) -> Result<BulkExecution> {
-                let id = Uuid::new_v4();
-                let now = now();
                 let mut tx = self.pool.begin().await?;
-                let inserted = sqlx::query(&format!(
-                    "INSERT INTO bulk_sync_executions ({EXECUTION_COLUMNS}) VALUES ($1, $2, \
-                     'created', '', $3, $4, $5, $6, $7, $8, 0, 0, 0, $9, NULL, NULL, $9)"
-                ))
-                .bind(id.to_string())
-                .bind(sync_id.to_string())
-                .bind(&new.execution_type)
-                .bind(&new.fetch_mode)
-                .bind(&new.output_disposition)
-                .bind(new.is_resync)
-                .bind(new.is_partial)
-                .bind(new.is_test)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(map_unique("running execution"));
-                if let Err(error) = inserted {
-                    tx.rollback().await?;
-                    return Err(error);
-                }
-                for (position, (schema_id, output_name)) in new.schemas.iter().enumerate() {
-                    sqlx::query(&format!(
-                        "INSERT INTO bulk_sync_schema_executions (execution_id, position, \
-                         {SCHEMA_EXECUTION_COLUMNS}) VALUES ($1, $2, $3, $4, 'created', '', \
-                         0, 0, 0, 0, $5, NULL, NULL, $5)"
-                    ))
-                    .bind(id.to_string())
-                    .bind(position as i64)
-                    .bind(schema_id)
-                    .bind(output_name)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                let id = match Self::insert_bulk_execution(&mut tx, sync_id, new).await {
+                    Ok(id) => id,
+                    Err(error) => {
+                        tx.rollback().await?;
+                        return Err(error);
+                    }
+                };
                 tx.commit().await?;
                 self.bulk_execution(sync_id, id).await
             }
@@ -1346,39 +1355,6 @@ macro_rules! impl_bulk_syncs {
                 rows.iter()
                     .map(|row| row.try_get("line").map_err(StoreError::from))
                     .collect()
-            }
-
-            async fn heartbeat_bulk_execution(
-                &self,
-                execution_id: Uuid,
-            ) -> Result<Option<String>> {
-                sqlx::query(
-                    "UPDATE bulk_sync_executions SET heartbeat_at = $1 \
-                     WHERE id = $2 AND completed_at IS NULL",
-                )
-                .bind(now())
-                .bind(execution_id.to_string())
-                .execute(&self.pool)
-                .await?;
-                let status: Option<String> =
-                    sqlx::query_scalar("SELECT status FROM bulk_sync_executions WHERE id = $1")
-                        .bind(execution_id.to_string())
-                        .fetch_optional(&self.pool)
-                        .await?;
-                Ok(status)
-            }
-
-            async fn bulk_execution_heartbeat(
-                &self,
-                execution_id: Uuid,
-            ) -> Result<Option<DateTime<Utc>>> {
-                let at: Option<Option<i64>> = sqlx::query_scalar(
-                    "SELECT heartbeat_at FROM bulk_sync_executions WHERE id = $1",
-                )
-                .bind(execution_id.to_string())
-                .fetch_optional(&self.pool)
-                .await?;
-                Ok(at.flatten().map(from_millis))
             }
 
             async fn count_bulk_execution_logs(&self, execution_id: Uuid) -> Result<i64> {

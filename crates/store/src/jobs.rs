@@ -17,11 +17,16 @@
 //! claim after locking the connections' rows in `job_connection_locks` in a fixed order,
 //! so it holds across processes and claims cannot deadlock.
 //!
-//! Model-sync jobs create their execution in the same transaction as the job
-//! ([`JobStore::enqueue_model_sync`]), and a takeover replaces the execution of the
-//! previous attempt (marked `interrupted`) by a new one of the same type in one
-//! transaction ([`JobStore::restart_model_sync_attempt`]), so there is never an unfinished
-//! execution without a job or a job pointing at someone else's execution.
+//! Model-sync and bulk-sync jobs create their execution in the same transaction as the job
+//! ([`JobStore::enqueue_model_sync`], [`JobStore::enqueue_bulk_sync`]), and a takeover
+//! replaces the execution of the previous attempt (marked `interrupted`) by a new one with
+//! the same options in one transaction ([`JobStore::restart_model_sync_attempt`],
+//! [`JobStore::restart_bulk_sync_attempt`]), so there is never an unfinished execution
+//! without a job or a job pointing at someone else's execution.
+//!
+//! A job can be asked to stop part of its work ([`JobStore::request_part_cancel`]: a bulk
+//! sync's schema); the request is kept in the payload (`cancel_parts`), where the worker
+//! running the job reads it.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -32,12 +37,18 @@ use serde_json::Value;
 use sqlx::Row;
 use uuid::Uuid;
 
+use crate::bulk_syncs::{
+    ACTIVE_STATUSES as ACTIVE_BULK_STATUSES, BulkExecution, BulkSyncStore, NewBulkExecution,
+};
 use crate::syncs::{Execution, SyncStore, placeholders};
 use crate::{Result, StoreError, for_each_backend, from_millis, map_unique};
 
 /// Default cap on running jobs per Salesforce connection (Salesforce allows a handful of
 /// concurrent long-running requests per org).
 pub const DEFAULT_CONNECTION_LIMIT: i64 = 5;
+
+/// The payload key listing the parts of a job (bulk-sync schemas) asked to stop.
+pub const CANCEL_PARTS: &str = "cancel_parts";
 
 /// Candidates looked at per claim.
 const CLAIM_CANDIDATES: i64 = 32;
@@ -195,6 +206,8 @@ pub struct QueueSnapshot {
     pub jobs: Vec<(String, String, i64)>,
     /// Model-sync executions by status.
     pub executions: Vec<(String, i64)>,
+    /// Bulk-sync executions by status.
+    pub bulk_executions: Vec<(String, i64)>,
     /// Model-sync records by outcome (`insert`, `update`, `upsert`, `delete`, `error`,
     /// `warning`), summed over every execution.
     pub records: Vec<(&'static str, i64)>,
@@ -216,6 +229,14 @@ pub trait JobStore {
         job: NewJob,
         execution_type: &str,
     ) -> Result<(Execution, Job)>;
+    /// Creates a bulk-sync execution (status `created`, with its schema executions) and its
+    /// job in one transaction; [`StoreError::AlreadyExists`] (entity `running execution`)
+    /// when the sync has an unfinished execution.
+    async fn enqueue_bulk_sync(
+        &self,
+        job: NewJob,
+        execution: &NewBulkExecution,
+    ) -> Result<(BulkExecution, Job)>;
     /// Fetches a job.
     async fn job(&self, id: Uuid) -> Result<Job>;
     /// The job of an execution (its current attempt), if any.
@@ -244,6 +265,20 @@ pub trait JobStore {
     /// at it, in one transaction. `None` when another execution of the sync started in the
     /// meantime (the job is then superseded) or the caller lost the lease.
     async fn restart_model_sync_attempt(&self, id: Uuid, owner: &str) -> Result<Option<Execution>>;
+    /// Takeover (or clean hand-back) of a bulk-sync job: marks the previous attempt's
+    /// execution `interrupted` with `message` (if still unfinished), creates a new
+    /// execution with the same type, options and schema list and points the job at it, in
+    /// one transaction. `None` when another execution of the sync started in the meantime
+    /// (the job is then superseded) or the caller lost the lease.
+    async fn restart_bulk_sync_attempt(
+        &self,
+        id: Uuid,
+        owner: &str,
+        message: &str,
+    ) -> Result<Option<BulkExecution>>;
+    /// Asks the job to stop one part of its work (a bulk sync's schema): `part` is added to
+    /// the payload's [`CANCEL_PARTS`] list. `false` when the job is done.
+    async fn request_part_cancel(&self, id: Uuid, part: &str) -> Result<bool>;
     /// Queue, execution and API-usage figures.
     async fn queue_snapshot(&self, api_calls_since: DateTime<Utc>) -> Result<QueueSnapshot>;
 }
@@ -254,17 +289,21 @@ trait ClaimDialect {
     const BEGIN: &'static str;
     /// Appended to the candidate query.
     const LOCK_CANDIDATES: &'static str;
+    /// Appended to a query reading a row that is then updated.
+    const LOCK_ROW: &'static str;
 }
 
 impl ClaimDialect for crate::backend::SqliteStore {
     // One writer at a time: taking the write lock first avoids a failed upgrade later.
     const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const LOCK_CANDIDATES: &'static str = "";
+    const LOCK_ROW: &'static str = "";
 }
 
 impl ClaimDialect for crate::backend::PostgresStore {
     const BEGIN: &'static str = "BEGIN";
     const LOCK_CANDIDATES: &'static str = " FOR UPDATE SKIP LOCKED";
+    const LOCK_ROW: &'static str = " FOR UPDATE";
 }
 
 const JOB_COLUMNS: &str = "id, kind, organization_id, subject_id, execution_id, payload, status, \
@@ -437,6 +476,26 @@ macro_rules! impl_jobs {
                 let id = Self::insert_job(&mut tx, &job, execution_id).await?;
                 tx.commit().await?;
                 let execution = self.execution(job.subject_id, execution_id).await?;
+                Ok((execution, self.job(id).await?))
+            }
+
+            async fn enqueue_bulk_sync(
+                &self,
+                job: NewJob,
+                execution: &NewBulkExecution,
+            ) -> Result<(BulkExecution, Job)> {
+                let mut tx = self.pool.begin().await?;
+                let execution_id =
+                    match Self::insert_bulk_execution(&mut tx, job.subject_id, execution).await {
+                        Ok(id) => id,
+                        Err(error) => {
+                            tx.rollback().await?;
+                            return Err(error);
+                        }
+                    };
+                let id = Self::insert_job(&mut tx, &job, execution_id).await?;
+                tx.commit().await?;
+                let execution = self.bulk_execution(job.subject_id, execution_id).await?;
                 Ok((execution, self.job(id).await?))
             }
 
@@ -685,6 +744,140 @@ macro_rules! impl_jobs {
                 self.execution(sync_id, execution_id).await.map(Some)
             }
 
+            async fn restart_bulk_sync_attempt(
+                &self,
+                id: Uuid,
+                owner: &str,
+                message: &str,
+            ) -> Result<Option<BulkExecution>> {
+                // Reads then writes: SQLite takes the write lock up front (a deferred
+                // transaction could not upgrade while another writer is active).
+                let mut tx = self
+                    .pool
+                    .begin_with(<$store as ClaimDialect>::BEGIN)
+                    .await?;
+                let row = sqlx::query(
+                    "SELECT j.subject_id, j.execution_id, e.execution_type, e.fetch_mode, \
+                     e.output_disposition, e.is_resync, e.is_partial, e.is_test FROM jobs j \
+                     JOIN bulk_sync_executions e ON e.id = j.execution_id \
+                     WHERE j.id = $1 AND j.lease_owner = $2 AND j.status = 'running'",
+                )
+                .bind(id.to_string())
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let sync_id = parse_uuid(&row.try_get::<String, _>("subject_id")?)?;
+                let previous: String = row.try_get("execution_id")?;
+                let schemas = sqlx::query(
+                    "SELECT schema_id, output_name FROM bulk_sync_schema_executions \
+                     WHERE execution_id = $1 ORDER BY position",
+                )
+                .bind(&previous)
+                .fetch_all(&mut *tx)
+                .await?
+                .iter()
+                .map(|schema| Ok((schema.try_get("schema_id")?, schema.try_get("output_name")?)))
+                .collect::<Result<Vec<(String, String)>>>()?;
+                let next = NewBulkExecution {
+                    execution_type: row.try_get("execution_type")?,
+                    fetch_mode: row.try_get("fetch_mode")?,
+                    output_disposition: row.try_get("output_disposition")?,
+                    is_resync: row.try_get("is_resync")?,
+                    is_partial: row.try_get("is_partial")?,
+                    is_test: row.try_get("is_test")?,
+                    schemas,
+                };
+                let now = now();
+                let interrupt = format!(
+                    "UPDATE bulk_sync_executions SET status = 'interrupted', updated_at = $2, \
+                     completed_at = COALESCE(completed_at, $2), status_message = $3 \
+                     WHERE id = $1 AND status IN ({})",
+                    placeholders(4, ACTIVE_BULK_STATUSES.len())
+                );
+                let mut query = sqlx::query(&interrupt).bind(&previous).bind(now).bind(message);
+                for status in ACTIVE_BULK_STATUSES {
+                    query = query.bind(status);
+                }
+                query.execute(&mut *tx).await?;
+                sqlx::query(
+                    "UPDATE bulk_sync_schema_executions SET status = 'interrupted', \
+                     updated_at = $2, completed_at = COALESCE(completed_at, $2) \
+                     WHERE execution_id = $1 AND status IN \
+                     ('created', 'scheduled', 'running', 'exporting', 'processing')",
+                )
+                .bind(&previous)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let execution_id = match Self::insert_bulk_execution(&mut tx, sync_id, &next).await
+                {
+                    Ok(execution_id) => execution_id,
+                    Err(StoreError::AlreadyExists { .. }) => {
+                        tx.rollback().await?;
+                        return Ok(None);
+                    }
+                    Err(error) => return Err(error),
+                };
+                sqlx::query("UPDATE jobs SET execution_id = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(execution_id.to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                self.bulk_execution(sync_id, execution_id).await.map(Some)
+            }
+
+            async fn request_part_cancel(&self, id: Uuid, part: &str) -> Result<bool> {
+                // Locks the row on PostgreSQL so concurrent requests do not lose each other;
+                // SQLite takes the write lock up front.
+                let mut tx = self
+                    .pool
+                    .begin_with(<$store as ClaimDialect>::BEGIN)
+                    .await?;
+                let row = sqlx::query(&format!(
+                    "SELECT payload FROM jobs WHERE id = $1 AND status <> 'done'{}",
+                    <$store as ClaimDialect>::LOCK_ROW
+                ))
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Ok(false);
+                };
+                let payload: String = row.try_get("payload")?;
+                let mut payload: Value =
+                    serde_json::from_str(&payload).map_err(|e| corrupt(&e))?;
+                let Some(object) = payload.as_object_mut() else {
+                    tx.rollback().await?;
+                    return Err(StoreError::Corrupt(format!("job {id}: payload is not an object")));
+                };
+                let parts = object
+                    .entry(CANCEL_PARTS)
+                    .or_insert_with(|| Value::Array(Vec::new()));
+                if let Value::Array(list) = parts {
+                    if !list.iter().any(|p| p.as_str() == Some(part)) {
+                        list.push(Value::String(part.to_string()));
+                    }
+                } else {
+                    *parts = Value::Array(vec![Value::String(part.to_string())]);
+                }
+                let text = serde_json::to_string(&payload).map_err(|e| corrupt(&e))?;
+                sqlx::query("UPDATE jobs SET payload = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(text)
+                    .bind(now())
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(true)
+            }
+
             async fn queue_snapshot(&self, api_calls_since: DateTime<Utc>) -> Result<QueueSnapshot> {
                 let mut snapshot = QueueSnapshot::default();
                 let rows = sqlx::query(
@@ -707,6 +900,17 @@ macro_rules! impl_jobs {
                 for row in rows {
                     snapshot
                         .executions
+                        .push((row.try_get("status")?, row.try_get("n")?));
+                }
+                let rows = sqlx::query(
+                    "SELECT status, COUNT(*) AS n FROM bulk_sync_executions GROUP BY status \
+                     ORDER BY status",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                for row in rows {
+                    snapshot
+                        .bulk_executions
                         .push((row.try_get("status")?, row.try_get("n")?));
                 }
                 let row = sqlx::query(

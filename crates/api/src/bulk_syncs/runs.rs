@@ -1,24 +1,29 @@
-//! Bulk-sync executions (spec §5.4, §5.6): start, cancel, status, history, logs, and the
-//! in-process runner.
+//! Bulk-sync executions (spec §5.4, §5.6): start, cancel, status, history, logs.
 //!
-//! An execution is built in three steps that other callers (a job-queue worker) can use on
-//! their own:
+//! Every execution is a job of the queue (`crate::jobs`, kind `bulk_sync`): a start (the
+//! API's or the scheduler's) writes the execution and its job in one transaction
+//! ([`start_execution`], 409 while one is unfinished), and a worker — in process (`ferry
+//! serve --workers N`) or a `ferry worker` — claims the job and runs it in three steps:
 //!
 //! 1. [`prepare_bulk_run`] turns the stored rows (sync, schemas, the execution's schema
 //!    list, both connections) into a [`BulkRunRequest`] for `ferry_engine::bulk`;
-//! 2. the engine runs each object ([`run_bulk_sync`]), one object per call so a single
-//!    schema can be canceled (`/schemas/{schema_id}/cancel`) without stopping the others;
-//! 3. [`record_bulk_outcome`] stores every outcome the engine reports (schema status,
-//!    counts, a log line), and [`finish_bulk_execution`] settles the execution and raises
-//!    its `bulk_sync.*` event.
+//! 2. [`run_bulk_execution`] runs each object through the engine ([`run_bulk_sync`]), one
+//!    object per call so a single schema can be canceled (`/schemas/{schema_id}/cancel`)
+//!    without stopping the others, storing every outcome the engine reports
+//!    ([`record_bulk_outcome`]);
+//! 3. [`finish_bulk_execution`] settles the execution and raises its `bulk_sync.*` event.
 //!
-//! [`run_bulk_execution`] strings steps 2 and 3 together; the in-process [`BulkRunner`] runs
-//! it on a task per execution.
+//! Cancellation goes through the store, so it reaches the execution whichever process runs
+//! it: the execution becomes `canceling` (the worker reads it at its next poll) and a
+//! schema cancel is recorded on the job ([`ferry_store::JobStore::request_part_cancel`]);
+//! when the worker runs in this process, [`LocalBulkRuns`] also stops it at once. A job
+//! that was never claimed is settled `canceled` on the spot.
 //!
 //! Statuses: an execution goes `created → running → completed | failed | canceled`
-//! (`canceling` while a cancellation is pending; `interrupted` when the process that ran it
-//! stopped). A schema that fails fails its schema execution with the engine's message and
-//! the execution ends `failed`, naming the failed schemas — never `completed` with data
+//! (`canceling` while a cancellation is pending; `interrupted` when its worker stopped — the
+//! job then continues as a new execution with the same options, see `crate::jobs`). A
+//! schema that fails fails its schema execution with the engine's message and the
+//! execution ends `failed`, naming the failed schemas — never `completed` with data
 //! missing. Record-level errors stay visible in `error_count` (and raise
 //! `bulk_sync.completed_with_error`).
 //!
@@ -43,13 +48,11 @@ use ferry_engine::bulk::{
     ObjectStatus, run_bulk_sync,
 };
 use ferry_store::{
-    BulkExecution, BulkExecutionPage, BulkSchemaProgress, BulkSync, DynStore, NewBulkExecution,
-    StoreError,
+    BulkExecution, BulkExecutionPage, BulkSchemaProgress, BulkSync, DynStore, JobStatus,
+    NewBulkExecution, StoreError,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
-use tracing::Instrument as _;
 use uuid::Uuid;
 
 use super::schemas::{auto_add_fields, describe_fields, field_configs, output_name};
@@ -77,209 +80,127 @@ pub const LOG_FILE_LINES: i64 = 10_000;
 const FETCH_MODES: [&str; 3] = ["none", "incremental", "full"];
 
 // ---------------------------------------------------------------------------------------
-// Runner
+// Bulk executions running in this process
 // ---------------------------------------------------------------------------------------
 
-struct Running {
+struct LocalRun {
     execution_id: Uuid,
     cancel: CancellationToken,
     schemas: HashMap<String, CancellationToken>,
-    handle: Option<JoinHandle<()>>,
 }
 
-/// Bulk executions running in this process, by sync id: one task each, cancellable as a
-/// whole or per schema, awaited on delete and shutdown.
+/// The bulk executions this process's workers are running, by sync id, so the API's cancel
+/// stops them at once instead of at the worker's next poll of the store.
 #[derive(Clone, Default)]
-pub struct BulkRunner {
-    running: Arc<Mutex<HashMap<Uuid, Running>>>,
+pub struct LocalBulkRuns {
+    running: Arc<Mutex<HashMap<Uuid, LocalRun>>>,
 }
 
-impl std::fmt::Debug for BulkRunner {
+impl std::fmt::Debug for LocalBulkRuns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BulkRunner")
+        f.debug_struct("LocalBulkRuns")
             .field("running", &self.lock().len())
             .finish()
     }
 }
 
-impl BulkRunner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Running>> {
+/// Keeps a run registered in [`LocalBulkRuns`] while it lives.
+pub struct LocalRunGuard {
+    runs: LocalBulkRuns,
+    sync_id: Uuid,
+    execution_id: Uuid,
+}
+
+impl Drop for LocalRunGuard {
+    fn drop(&mut self) {
+        let mut map = self.runs.lock();
+        if map
+            .get(&self.sync_id)
+            .is_some_and(|r| r.execution_id == self.execution_id)
+        {
+            map.remove(&self.sync_id);
+        }
+    }
+}
+
+impl LocalBulkRuns {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, LocalRun>> {
         self.running
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The execution this process runs for a sync, if any.
+    /// Registers a run until the guard is dropped: `cancel` stops the whole execution,
+    /// `schemas` one object each.
+    pub fn register(
+        &self,
+        sync_id: Uuid,
+        execution_id: Uuid,
+        cancel: CancellationToken,
+        schemas: HashMap<String, CancellationToken>,
+    ) -> LocalRunGuard {
+        self.lock().insert(
+            sync_id,
+            LocalRun {
+                execution_id,
+                cancel,
+                schemas,
+            },
+        );
+        LocalRunGuard {
+            runs: self.clone(),
+            sync_id,
+            execution_id,
+        }
+    }
+
+    /// The execution of the sync running in this process, if any.
     pub fn running_execution(&self, sync_id: Uuid) -> Option<Uuid> {
         self.lock().get(&sync_id).map(|r| r.execution_id)
     }
 
-    /// Signals cancellation of the sync's execution; returns whether one runs here.
-    pub fn cancel(&self, sync_id: Uuid) -> bool {
+    /// Stops the execution if it runs here; returns whether it does.
+    pub fn cancel(&self, sync_id: Uuid, execution_id: Uuid) -> bool {
         match self.lock().get(&sync_id) {
-            Some(running) => {
-                running.cancel.cancel();
+            Some(run) if run.execution_id == execution_id => {
+                run.cancel.cancel();
                 true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Signals cancellation of one schema of the sync's execution; returns whether that
-    /// schema is part of an execution running here.
-    pub fn cancel_schema(&self, sync_id: Uuid, schema_id: &str) -> bool {
-        match self
-            .lock()
-            .get(&sync_id)
-            .and_then(|r| r.schemas.get(schema_id))
-        {
-            Some(token) => {
-                token.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Cancels and waits up to `timeout` for the execution to stop; returns whether it
-    /// stopped (or none was running).
-    pub async fn cancel_and_wait(&self, sync_id: Uuid, timeout: Duration) -> bool {
-        let handle = {
-            let mut map = self.lock();
-            match map.get_mut(&sync_id) {
-                Some(running) => {
-                    running.cancel.cancel();
-                    running.handle.take()
+    /// Stops one schema of the execution if it runs here; returns whether it does.
+    pub fn cancel_schema(&self, sync_id: Uuid, execution_id: Uuid, schema_id: &str) -> bool {
+        match self.lock().get(&sync_id) {
+            Some(run) if run.execution_id == execution_id => match run.schemas.get(schema_id) {
+                Some(token) => {
+                    token.cancel();
+                    true
                 }
-                None => return true,
-            }
-        };
-        match handle {
-            Some(handle) => tokio::time::timeout(timeout, handle).await.is_ok(),
-            None => self.wait_gone(sync_id, timeout).await,
-        }
-    }
-
-    async fn wait_gone(&self, sync_id: Uuid, timeout: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + timeout;
-        while self.running_execution(sync_id).is_some() {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        true
-    }
-
-    /// Waits for the sync's execution to end (tests); returns at once when none runs.
-    pub async fn wait(&self, sync_id: Uuid, timeout: Duration) -> bool {
-        let handle = self.lock().get_mut(&sync_id).and_then(|r| r.handle.take());
-        match handle {
-            Some(handle) => tokio::time::timeout(timeout, handle).await.is_ok(),
-            None => self.wait_gone(sync_id, timeout).await,
-        }
-    }
-
-    /// Cancels every execution and waits for them.
-    pub async fn shutdown(&self, timeout: Duration) {
-        let ids: Vec<Uuid> = self.lock().keys().copied().collect();
-        for id in ids {
-            self.cancel_and_wait(id, timeout).await;
-        }
-    }
-
-    /// Runs `request` on its own task.
-    fn start(&self, state: &AppState, sync: BulkSync, request: BulkRunRequest, test: bool) {
-        let sync_id = sync.id;
-        let execution_id = request.execution_id;
-        let schemas: HashMap<String, CancellationToken> = request
-            .objects
-            .iter()
-            .map(|o| (o.object.clone(), request.cancel.child_token()))
-            .collect();
-        // Register before spawning so a fast task cannot finish before it is registered.
-        self.lock().insert(
-            sync_id,
-            Running {
-                execution_id,
-                cancel: request.cancel.clone(),
-                schemas: schemas.clone(),
-                handle: None,
+                None => false,
             },
-        );
-        let running = self.running.clone();
-        let state = state.clone();
-        let span = tracing::info_span!("bulk_sync_run", bulk_sync_id = %sync_id, %execution_id);
-        let beating = CancellationToken::new();
-        tokio::spawn(heartbeat(
-            state.clone(),
-            execution_id,
-            request.cancel.clone(),
-            beating.clone(),
-        ));
-        let handle = tokio::spawn(
-            async move {
-                run_bulk_execution(&state, &sync, request, schemas, test).await;
-                beating.cancel();
-                let mut map = running
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if map
-                    .get(&sync_id)
-                    .is_some_and(|r| r.execution_id == execution_id)
-                {
-                    map.remove(&sync_id);
-                }
-            }
-            .instrument(span),
-        );
-        if let Some(entry) = self.lock().get_mut(&sync_id)
-            && entry.execution_id == execution_id
-        {
-            entry.handle = Some(handle);
+            _ => false,
         }
     }
 }
 
-/// How often the process running an execution stamps it.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-
-/// An unfinished execution whose stamp is older than this lost its process.
-pub const HEARTBEAT_STALE: Duration = Duration::from_secs(30);
-
-/// Stamps the execution until `done`, and cancels it when any process set `canceling`
-/// (so a cancel sent to another API process reaches the run at its next check).
-async fn heartbeat(
-    state: AppState,
-    execution_id: Uuid,
-    cancel: CancellationToken,
-    done: CancellationToken,
-) {
-    let mut tick = tokio::time::interval(HEARTBEAT_INTERVAL);
+/// Waits until the sync has no unfinished execution (any process); `false` on timeout.
+pub async fn wait_until_stopped(
+    state: &AppState,
+    sync_id: Uuid,
+    timeout: Duration,
+) -> ApiResult<bool> {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        tokio::select! {
-            _ = done.cancelled() => return,
-            _ = tick.tick() => {}
+        if settle_orphan(state, sync_id).await?.is_none() {
+            return Ok(true);
         }
-        match state.store().heartbeat_bulk_execution(execution_id).await {
-            Ok(Some(status)) if status == "canceling" => cancel.cancel(),
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, %execution_id, "bulk execution heartbeat failed"),
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
         }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Whether another process is running the execution: its heartbeat (or, before the first
-/// one, its last change) is recent.
-async fn alive_elsewhere(state: &AppState, execution: &BulkExecution) -> ApiResult<bool> {
-    let stamped = state
-        .store()
-        .bulk_execution_heartbeat(execution.id)
-        .await?
-        .map_or(execution.updated_at, |at| at.max(execution.updated_at));
-    let stale = chrono::Duration::from_std(HEARTBEAT_STALE)
-        .unwrap_or_else(|_| chrono::Duration::seconds(30));
-    Ok(Utc::now() - stamped < stale)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -305,6 +226,47 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::internal(error)
 }
 
+/// The destination of a sync: its connection's type and decrypted configuration and the
+/// stored `destination_configuration`.
+async fn destination_spec(state: &AppState, sync: &BulkSync) -> ApiResult<DestinationSpec> {
+    let connection = state
+        .store()
+        .connection(sync.organization_id, sync.destination_connection_id)
+        .await?;
+    let (_, destination) = target::validate(
+        &connection.type_id,
+        sync.document
+            .get("destination_configuration")
+            .unwrap_or(&Value::Null),
+        Some(&sync.mode),
+    )
+    .map_err(|error| internal(format!("stored destination configuration: {error}")))?;
+    let connection_config = crate::connections::stored_configuration(state, &connection)?;
+    Ok(DestinationSpec {
+        connection_type: connection.type_id.clone(),
+        connection: Value::Object(connection_config),
+        schema: destination.schema,
+        table_prefix: destination.table_prefix,
+        mode: destination.mode,
+        deletes: destination.deletes,
+    })
+}
+
+/// What a start checks before it queues the execution, so the request answers it: the
+/// source is a usable Salesforce connection and the destination's stored configuration
+/// holds. (Objects are described by the worker, once, when it prepares the run.)
+async fn check_bulk_run(state: &AppState, sync: &BulkSync) -> ApiResult<()> {
+    load_source(
+        state,
+        sync.organization_id,
+        sync.source_connection_id,
+        "source_connection_id",
+    )
+    .await?;
+    destination_spec(state, sync).await?;
+    Ok(())
+}
+
 /// Builds the engine request of an execution from the stored rows: the sync, its schemas,
 /// the execution's schema list and options, the source's Salesforce client and the
 /// destination's decrypted configuration. A schema whose field selection must be frozen
@@ -325,20 +287,7 @@ pub async fn prepare_bulk_run(
         "source_connection_id",
     )
     .await?;
-
-    let connection = state
-        .store()
-        .connection(organization_id, sync.destination_connection_id)
-        .await?;
-    let (_, destination) = target::validate(
-        &connection.type_id,
-        sync.document
-            .get("destination_configuration")
-            .unwrap_or(&Value::Null),
-        Some(&sync.mode),
-    )
-    .map_err(|error| internal(format!("stored destination configuration: {error}")))?;
-    let connection_config = crate::connections::stored_configuration(state, &connection)?;
+    let destination = destination_spec(state, &sync).await?;
 
     let global_cutoff = sync
         .document
@@ -424,14 +373,7 @@ pub async fn prepare_bulk_run(
             FetchMode::Incremental
         },
         resync: execution.is_resync,
-        destination: DestinationSpec {
-            connection_type: connection.type_id.clone(),
-            connection: Value::Object(connection_config),
-            schema: destination.schema,
-            table_prefix: destination.table_prefix,
-            mode: destination.mode,
-            deletes: destination.deletes,
-        },
+        destination,
         normalize_names: option_text(&sync, "normalize_names", "enabled") != "disabled",
         enable_multicurrency_lookup: source.config.enable_multicurrency_lookup,
         cancel: CancellationToken::new(),
@@ -675,17 +617,32 @@ async fn test_object(
     }
 }
 
+/// How [`run_bulk_execution`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkRunEnd {
+    /// Settled with this status (`completed`, `failed`, `canceled`).
+    Finished(String),
+    /// Stopped by `interrupt` (the worker is stopping or lost its lease) before every
+    /// object ran: nothing was settled; the caller marks the attempt `interrupted`.
+    Interrupted,
+}
+
 /// Runs a prepared execution to its end: `running`, every object in turn (each with its
 /// own cancellation token from `schemas`, children of `request.cancel`; objects without one
 /// get a fresh child), then [`finish_bulk_execution`]. `test` checks instead of writing.
-/// This is the whole body of the runner's task, usable by any worker.
+///
+/// `interrupt` means "stop, but this is not a cancel": the caller cancels it together with
+/// `request.cancel`, the object running stops at the engine's next check (its cursor only
+/// moves with a committed destination transaction), and the run returns
+/// [`BulkRunEnd::Interrupted`] without settling anything — no `canceled` status or event.
 pub async fn run_bulk_execution(
     state: &AppState,
     sync: &BulkSync,
     request: BulkRunRequest,
     schemas: HashMap<String, CancellationToken>,
     test: bool,
-) {
+    interrupt: &CancellationToken,
+) -> BulkRunEnd {
     let store = state.store().clone();
     let execution_id = request.execution_id;
     match store
@@ -695,12 +652,14 @@ pub async fn run_bulk_execution(
         Ok(true) => {}
         Ok(false) => {
             // Canceled before it started.
-            let _ = finish_bulk_execution(state, sync, execution_id, &[], true).await;
-            return;
+            return match finish_bulk_execution(state, sync, execution_id, &[], true).await {
+                Ok(status) => BulkRunEnd::Finished(status),
+                Err(_) => BulkRunEnd::Finished("canceled".to_string()),
+            };
         }
         Err(error) => {
             tracing::warn!(%error, %execution_id, "could not start a bulk execution");
-            return;
+            return BulkRunEnd::Interrupted;
         }
     }
     publish(state, sync, execution_id, "bulk_sync.running", None).await;
@@ -717,6 +676,9 @@ pub async fn run_bulk_execution(
         .await;
     let mut outcomes = Vec::with_capacity(request.objects.len());
     for object in &request.objects {
+        if interrupt.is_cancelled() {
+            return BulkRunEnd::Interrupted;
+        }
         let token = schemas
             .get(&object.object)
             .cloned()
@@ -739,6 +701,10 @@ pub async fn run_bulk_execution(
                 run_object(&store, &request, object, token.clone()).await
             }
         };
+        if outcome.status == ObjectStatus::Canceled && interrupt.is_cancelled() {
+            // Not canceled by anyone: the next attempt runs this object again.
+            return BulkRunEnd::Interrupted;
+        }
         if let Err(error) =
             record_bulk_outcome(&store, execution_id, &object.object, &outcome).await
         {
@@ -746,17 +712,42 @@ pub async fn run_bulk_execution(
         }
         outcomes.push(outcome);
     }
-    if let Err(error) = finish_bulk_execution(
-        state,
-        sync,
-        execution_id,
-        &outcomes,
-        request.cancel.is_cancelled(),
-    )
-    .await
-    {
-        tracing::warn!(error = %error.message, %execution_id, "could not finish a bulk execution");
+    let canceled = request.cancel.is_cancelled() && !interrupt.is_cancelled();
+    match finish_bulk_execution(state, sync, execution_id, &outcomes, canceled).await {
+        Ok(status) => BulkRunEnd::Finished(status),
+        Err(error) => {
+            tracing::warn!(error = %error.message, %execution_id, "could not finish a bulk execution");
+            BulkRunEnd::Finished("failed".to_string())
+        }
     }
+}
+
+/// Marks an execution that could not start (its run could not be prepared) `failed` with
+/// the reason, logged.
+pub async fn fail_bulk_execution(state: &AppState, execution_id: Uuid, message: &str) {
+    let store = state.store();
+    if let Err(error) = store
+        .transition_bulk_execution(
+            execution_id,
+            &ferry_store::bulk_syncs::ACTIVE_STATUSES,
+            "failed",
+            Some(message),
+        )
+        .await
+    {
+        tracing::warn!(%error, %execution_id, "could not mark a bulk execution failed");
+    }
+    let _ = store
+        .append_bulk_execution_logs(
+            execution_id,
+            &[log_line(
+                "error",
+                None,
+                "execution failed",
+                json!({"message": message}),
+            )],
+        )
+        .await;
 }
 
 /// Settles an execution after its objects ran: `canceled` when the whole execution was
@@ -869,9 +860,10 @@ async fn publish(
     }
 }
 
-/// Marks an execution the store lists as unfinished, that no task of this process owns and
-/// whose heartbeat is stale, as `interrupted` (its process stopped); returns the
-/// execution when it really runs (here or in another process).
+/// Marks an execution the store lists as unfinished but no job carries (a process stopped
+/// between writing it and queueing it, its job ended without settling it, or it was
+/// started by a version of Ferry that ran bulk syncs outside the queue) as `interrupted`;
+/// returns the execution that is really unfinished, if any.
 pub(crate) async fn settle_orphan(
     state: &AppState,
     sync_id: Uuid,
@@ -879,8 +871,11 @@ pub(crate) async fn settle_orphan(
     let Some(active) = state.store().active_bulk_execution(sync_id).await? else {
         return Ok(None);
     };
-    if state.bulk_runner().running_execution(sync_id) == Some(active.id)
-        || alive_elsewhere(state, &active).await?
+    if state.bulk_runs().running_execution(sync_id) == Some(active.id) {
+        return Ok(Some(active));
+    }
+    if let Some(job) = state.store().job_for_execution(active.id).await?
+        && job.status != JobStatus::Done
     {
         return Ok(Some(active));
     }
@@ -890,15 +885,17 @@ pub(crate) async fn settle_orphan(
             active.id,
             &ferry_store::bulk_syncs::ACTIVE_STATUSES,
             "interrupted",
-            Some("the process running the execution stopped"),
+            Some("the execution has no job left to run it"),
         )
         .await?;
-    tracing::warn!(execution_id = %active.id, "bulk execution interrupted by a restart");
+    tracing::warn!(execution_id = %active.id, "bulk execution without a job marked interrupted");
     Ok(None)
 }
 
-/// Starts an execution (the API's start and the scheduler): records it with its schema
-/// list, builds the engine request and hands it to the runner. 409 while one runs.
+/// Starts an execution (the API's start and the scheduler): checks what can fail before
+/// the run ([`check_bulk_run`]), then writes the execution with its schema list and its job
+/// in one transaction; a worker (in this process or a `ferry worker`) runs it. 409 while
+/// one is unfinished.
 pub(crate) async fn start_execution(
     state: &AppState,
     sync: &BulkSync,
@@ -970,49 +967,27 @@ pub(crate) async fn start_execution(
             .map(|s| (s.schema_id.clone(), output_name(s)))
             .collect(),
     };
-    let execution = match state.store().create_bulk_execution(sync.id, &new).await {
-        Ok(execution) => execution,
-        Err(StoreError::AlreadyExists { .. }) => {
-            return Err(ApiError::conflict(
-                "an execution of this bulk sync is running",
-            ));
-        }
-        Err(error) => return Err(error.into()),
-    };
-    let request = match prepare_bulk_run(state, sync.organization_id, sync.id, execution.id).await {
-        Ok(request) => request,
-        Err(error) => {
-            // The failure is visible on the execution as well as in the answer.
-            state
-                .store()
-                .transition_bulk_execution(
-                    execution.id,
-                    &ferry_store::bulk_syncs::ACTIVE_STATUSES,
-                    "failed",
-                    Some(&error.message),
-                )
-                .await?;
-            return Err(error);
-        }
-    };
-    state
-        .bulk_runner()
-        .start(state, sync.clone(), request, options.test);
-    tracing::info!(bulk_sync_id = %sync.id, execution_id = %execution.id, execution_type = %options.execution_type, "bulk execution started");
+    check_bulk_run(state, sync).await?;
+    let execution = crate::jobs::enqueue_bulk_sync(state, sync, &new).await?;
+    tracing::info!(bulk_sync_id = %sync.id, execution_id = %execution.id, execution_type = %options.execution_type, "bulk execution queued");
     Ok(execution)
 }
 
 /// Requests cancellation of a sync's unfinished execution (no-op when none).
-pub(crate) async fn cancel_active(state: &AppState, sync_id: Uuid) -> ApiResult<Option<String>> {
-    match state.store().active_bulk_execution(sync_id).await? {
-        Some(execution) => cancel_running(state, sync_id, &execution).await.map(Some),
+pub(crate) async fn cancel_active(state: &AppState, sync: &BulkSync) -> ApiResult<Option<String>> {
+    match state.store().active_bulk_execution(sync.id).await? {
+        Some(execution) => cancel_running(state, sync, &execution).await.map(Some),
         None => Ok(None),
     }
 }
 
+/// Cancels an execution through the store, so it reaches the worker running it in any
+/// process: `canceling`, which the worker reads at its next poll (at once when it runs in
+/// this process); a job nobody claimed yet is settled `canceled` on the spot, and so is an
+/// execution without a live job.
 async fn cancel_running(
     state: &AppState,
-    sync_id: Uuid,
+    sync: &BulkSync,
     execution: &BulkExecution,
 ) -> ApiResult<String> {
     if ferry_store::bulk_syncs::is_terminal(&execution.status) {
@@ -1021,40 +996,39 @@ async fn cancel_running(
             execution.id, execution.status
         ));
     }
-    let owned = state.bulk_runner().running_execution(sync_id) == Some(execution.id);
-    if !owned && alive_elsewhere(state, execution).await? {
-        // Another process runs it: its heartbeat sees `canceling` within seconds.
-        state
-            .store()
-            .transition_bulk_execution(
-                execution.id,
-                &["created", "scheduled", "running", "exporting", "processing"],
-                "canceling",
-                None,
-            )
-            .await?;
-    } else if owned {
-        state
-            .store()
-            .transition_bulk_execution(
-                execution.id,
-                &["created", "scheduled", "running", "exporting", "processing"],
-                "canceling",
-                None,
-            )
-            .await?;
-        state.bulk_runner().cancel(sync_id);
-    } else {
-        // No task owns it here: its process stopped.
-        state
-            .store()
-            .transition_bulk_execution(
-                execution.id,
-                &ferry_store::bulk_syncs::ACTIVE_STATUSES,
-                "canceled",
-                Some("canceled"),
-            )
-            .await?;
+    state
+        .store()
+        .transition_bulk_execution(
+            execution.id,
+            &["created", "scheduled", "running", "exporting", "processing"],
+            "canceling",
+            None,
+        )
+        .await?;
+    let job = state.store().job_for_execution(execution.id).await?;
+    match &job {
+        Some(job) if job.status == JobStatus::Queued => {
+            // Not claimed yet: it never runs. (Claimed meanwhile: the worker sees
+            // `canceling` before it starts.)
+            if state.store().cancel_queued_job(job.id).await? {
+                finish_bulk_execution(state, sync, execution.id, &[], true).await?;
+            }
+        }
+        Some(job) if job.status == JobStatus::Running => {
+            state.bulk_runs().cancel(sync.id, execution.id);
+        }
+        _ => {
+            // No job runs it any more.
+            state
+                .store()
+                .transition_bulk_execution(
+                    execution.id,
+                    &ferry_store::bulk_syncs::ACTIVE_STATUSES,
+                    "canceled",
+                    Some("canceled"),
+                )
+                .await?;
+        }
     }
     Ok(format!(
         "cancellation of execution {} requested",
@@ -1391,7 +1365,7 @@ async fn cancel_execution(
 ) -> ApiResult<Json<Value>> {
     let sync = state.store().bulk_sync(caller.organization_id, id).await?;
     let execution = state.store().bulk_execution(sync.id, execution_id).await?;
-    let message = cancel_running(&state, sync.id, &execution).await?;
+    let message = cancel_running(&state, &sync, &execution).await?;
     Ok(Json(json!({"data": {"message": message}})))
 }
 
@@ -1401,7 +1375,7 @@ async fn cancel_sync(
     ApiPath(id): ApiPath<Uuid>,
 ) -> ApiResult<Json<Value>> {
     let sync = state.store().bulk_sync(caller.organization_id, id).await?;
-    let message = cancel_active(&state, sync.id)
+    let message = cancel_active(&state, &sync)
         .await?
         .unwrap_or_else(|| "no execution is running".to_string());
     Ok(Json(json!({"data": {"message": message}})))
@@ -1424,12 +1398,24 @@ async fn cancel_schema(
     }
     let message = match settle_orphan(&state, sync.id).await? {
         Some(execution) => {
-            let pending = execution
-                .schemas
-                .iter()
-                .find(|s| s.schema_id == schema_id)
-                .filter(|s| !ferry_store::bulk_syncs::is_terminal(&s.status));
-            if pending.is_some() && state.bulk_runner().cancel_schema(sync.id, &schema_id) {
+            let pending = execution.schemas.iter().any(|s| {
+                s.schema_id == schema_id && !ferry_store::bulk_syncs::is_terminal(&s.status)
+            });
+            // Recorded on the job (read by its worker in any process, and kept for a
+            // later attempt), and applied at once when the run is in this process.
+            let recorded = match state.store().job_for_execution(execution.id).await? {
+                Some(job) if pending && job.status != JobStatus::Done => {
+                    state
+                        .store()
+                        .request_part_cancel(job.id, &schema_id)
+                        .await?
+                }
+                _ => false,
+            };
+            if recorded {
+                state
+                    .bulk_runs()
+                    .cancel_schema(sync.id, execution.id, &schema_id);
                 format!(
                     "cancellation of {schema_id} in execution {} requested",
                     execution.id

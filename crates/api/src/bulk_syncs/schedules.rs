@@ -446,9 +446,7 @@ pub async fn tick(state: &AppState, now: DateTime<Utc>) -> ApiResult<Vec<Uuid>> 
         if schedules.iter().all(|s| s.frequency == "manual") {
             continue;
         }
-        if state.bulk_runner().running_execution(sync.id).is_some()
-            || super::runs::settle_orphan(state, sync.id).await?.is_some()
-        {
+        if super::runs::settle_orphan(state, sync.id).await?.is_some() {
             continue;
         }
         let last_started = state
