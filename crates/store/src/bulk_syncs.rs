@@ -684,36 +684,6 @@ macro_rules! impl_bulk_syncs {
                 Ok(ids)
             }
 
-            async fn link_dependents(
-                tx: &mut sqlx::Transaction<'static, <$store as crate::syncs::StoreDb>::Db>,
-                id: Uuid,
-                name: &str,
-                connections: &[String],
-            ) -> Result<()> {
-                sqlx::query(
-                    "DELETE FROM connection_dependents \
-                     WHERE dependent_kind = $1 AND dependent_id = $2",
-                )
-                .bind(DEPENDENT_KIND)
-                .bind(id.to_string())
-                .execute(&mut **tx)
-                .await?;
-                for connection_id in connections {
-                    sqlx::query(
-                        "INSERT INTO connection_dependents \
-                         (connection_id, dependent_kind, dependent_id, dependent_name) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(connection_id)
-                    .bind(DEPENDENT_KIND)
-                    .bind(id.to_string())
-                    .bind(name)
-                    .execute(&mut **tx)
-                    .await?;
-                }
-                Ok(())
-            }
-
             async fn upsert_schema(
                 tx: &mut sqlx::Transaction<'static, <$store as crate::syncs::StoreDb>::Db>,
                 sync_id: Uuid,
@@ -860,7 +830,7 @@ macro_rules! impl_bulk_syncs {
                 .bind(&write.actor)
                 .execute(&mut *tx)
                 .await?;
-                Self::link_dependents(&mut tx, id, &write.name, &connections).await?;
+                Self::link_dependents(&mut tx, DEPENDENT_KIND, id, &write.name, &connections).await?;
                 for schema in schemas {
                     Self::upsert_schema(&mut tx, id, schema).await?;
                 }
@@ -952,7 +922,7 @@ macro_rules! impl_bulk_syncs {
                     tx.rollback().await?;
                     return Err(not_found());
                 }
-                Self::link_dependents(&mut tx, id, &write.name, &connections).await?;
+                Self::link_dependents(&mut tx, DEPENDENT_KIND, id, &write.name, &connections).await?;
                 let kept: Vec<String> = schedules
                     .iter()
                     .filter_map(|s| s.id.map(|id| id.to_string()))
@@ -1030,7 +1000,7 @@ macro_rules! impl_bulk_syncs {
                         .execute(&mut *tx)
                         .await?;
                 }
-                Self::link_dependents(&mut tx, id, "", &[]).await?;
+                Self::link_dependents(&mut tx, DEPENDENT_KIND, id, "", &[]).await?;
                 tx.commit().await?;
                 Ok(())
             }

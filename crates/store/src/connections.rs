@@ -477,3 +477,45 @@ macro_rules! impl_connections {
     };
 }
 for_each_backend!(impl_connections);
+
+/// `link_dependents` for both backends: the connections a model, sync or bulk sync
+/// depends on, which keep those connections from being deleted.
+macro_rules! impl_link_dependents {
+    ($store:ty) => {
+        impl $store {
+            /// Inside `tx`, replaces the connections the resource `kind`/`id` depends on by
+            /// `connections` (none: the resource is unlinked), recorded under `name`.
+            pub(crate) async fn link_dependents(
+                tx: &mut sqlx::Transaction<'static, <$store as crate::syncs::StoreDb>::Db>,
+                kind: &str,
+                id: Uuid,
+                name: &str,
+                connections: &[String],
+            ) -> Result<()> {
+                sqlx::query(
+                    "DELETE FROM connection_dependents \
+                     WHERE dependent_kind = $1 AND dependent_id = $2",
+                )
+                .bind(kind)
+                .bind(id.to_string())
+                .execute(&mut **tx)
+                .await?;
+                for connection_id in connections {
+                    sqlx::query(
+                        "INSERT INTO connection_dependents \
+                         (connection_id, dependent_kind, dependent_id, dependent_name) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(connection_id)
+                    .bind(kind)
+                    .bind(id.to_string())
+                    .bind(name)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(())
+            }
+        }
+    };
+}
+for_each_backend!(impl_link_dependents);

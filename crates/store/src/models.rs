@@ -215,16 +215,13 @@ macro_rules! impl_models {
                 .bind(&write.actor)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "INSERT INTO connection_dependents \
-                     (connection_id, dependent_kind, dependent_id, dependent_name) \
-                     VALUES ($1, $2, $3, $4)",
+                Self::link_dependents(
+                    &mut tx,
+                    DEPENDENT_KIND,
+                    id,
+                    &write.name,
+                    &[write.connection_id.to_string()],
                 )
-                .bind(write.connection_id.to_string())
-                .bind(DEPENDENT_KIND)
-                .bind(id.to_string())
-                .bind(&write.name)
-                .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 self.model(organization_id, id).await
@@ -303,24 +300,13 @@ macro_rules! impl_models {
                     tx.rollback().await?;
                     return Err(not_found());
                 }
-                sqlx::query(
-                    "DELETE FROM connection_dependents \
-                     WHERE dependent_kind = $1 AND dependent_id = $2",
+                Self::link_dependents(
+                    &mut tx,
+                    DEPENDENT_KIND,
+                    id,
+                    &write.name,
+                    &[write.connection_id.to_string()],
                 )
-                .bind(DEPENDENT_KIND)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "INSERT INTO connection_dependents \
-                     (connection_id, dependent_kind, dependent_id, dependent_name) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(write.connection_id.to_string())
-                .bind(DEPENDENT_KIND)
-                .bind(id.to_string())
-                .bind(&write.name)
-                .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
                 self.model(organization_id, id).await
@@ -338,14 +324,7 @@ macro_rules! impl_models {
                     tx.rollback().await?;
                     return Err(not_found());
                 }
-                sqlx::query(
-                    "DELETE FROM connection_dependents \
-                     WHERE dependent_kind = $1 AND dependent_id = $2",
-                )
-                .bind(DEPENDENT_KIND)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+                Self::link_dependents(&mut tx, DEPENDENT_KIND, id, "", &[]).await?;
                 tx.commit().await?;
                 Ok(())
             }

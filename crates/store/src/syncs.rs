@@ -504,19 +504,8 @@ macro_rules! impl_syncs {
                 .bind(&write.actor)
                 .execute(&mut *tx)
                 .await?;
-                for connection_id in connections {
-                    sqlx::query(
-                        "INSERT INTO connection_dependents \
-                         (connection_id, dependent_kind, dependent_id, dependent_name) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(connection_id)
-                    .bind(DEPENDENT_KIND)
-                    .bind(id.to_string())
-                    .bind(&write.name)
-                    .execute(&mut *tx)
+                Self::link_dependents(&mut tx, DEPENDENT_KIND, id, &write.name, &connections)
                     .await?;
-                }
                 tx.commit().await?;
                 self.sync(organization_id, id).await
             }
@@ -611,27 +600,8 @@ macro_rules! impl_syncs {
                     tx.rollback().await?;
                     return Err(not_found());
                 }
-                sqlx::query(
-                    "DELETE FROM connection_dependents \
-                     WHERE dependent_kind = $1 AND dependent_id = $2",
-                )
-                .bind(DEPENDENT_KIND)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-                for connection_id in connections {
-                    sqlx::query(
-                        "INSERT INTO connection_dependents \
-                         (connection_id, dependent_kind, dependent_id, dependent_name) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(connection_id)
-                    .bind(DEPENDENT_KIND)
-                    .bind(id.to_string())
-                    .bind(&write.name)
-                    .execute(&mut *tx)
+                Self::link_dependents(&mut tx, DEPENDENT_KIND, id, &write.name, &connections)
                     .await?;
-                }
                 tx.commit().await?;
                 self.sync(organization_id, id).await
             }
@@ -682,14 +652,7 @@ macro_rules! impl_syncs {
                         .execute(&mut *tx)
                         .await?;
                 }
-                sqlx::query(
-                    "DELETE FROM connection_dependents \
-                     WHERE dependent_kind = $1 AND dependent_id = $2",
-                )
-                .bind(DEPENDENT_KIND)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
+                Self::link_dependents(&mut tx, DEPENDENT_KIND, id, "", &[]).await?;
                 tx.commit().await?;
                 Ok(())
             }
