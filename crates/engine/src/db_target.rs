@@ -699,6 +699,16 @@ macro_rules! on_connection {
 }
 
 impl TargetConnection {
+    /// Opens a write transaction. SQLite takes its write lock up front: a deferred transaction
+    /// that reads and then writes fails at once (no busy timeout applies) when another
+    /// connection committed in between.
+    fn begin_statement(&self) -> &'static str {
+        match self {
+            TargetConnection::Sqlite(_) => "BEGIN IMMEDIATE",
+            TargetConnection::Postgresql(_) | TargetConnection::Mysql(_) => "BEGIN",
+        }
+    }
+
     /// Connects with a stored (decrypted) connection configuration. SQLite files must exist
     /// (Ferry never creates a database file).
     pub async fn open(dialect: Dialect, config: &Value) -> Result<TargetConnection, DbTargetError> {
@@ -780,8 +790,9 @@ impl TargetConnection {
     /// Runs statements in one transaction (rolled back on the first failure); returns the
     /// rows each affected.
     async fn execute_all(&mut self, statements: &[Statement]) -> Result<Vec<u64>, sqlx::Error> {
+        let begin = self.begin_statement();
         on_connection!(self, |conn| {
-            let mut transaction = conn.begin().await?;
+            let mut transaction = conn.begin_with(begin).await?;
             let mut affected = Vec::with_capacity(statements.len());
             for statement in statements {
                 let done = bind_all!(sqlx::query(&statement.sql), &statement.binds)
@@ -806,8 +817,9 @@ impl TargetConnection {
     where
         F: FnOnce(HashSet<String>) -> (Vec<Outcome>, Vec<Statement>),
     {
+        let begin = self.begin_statement();
         on_connection!(self, |conn| {
-            let mut transaction = conn.begin().await?;
+            let mut transaction = conn.begin_with(begin).await?;
             let mut found = HashSet::new();
             if let Some(statement) = lookup {
                 let rows = bind_all!(sqlx::query(&statement.sql), &statement.binds)

@@ -52,7 +52,7 @@ macro_rules! impl_api_usage {
                 window_start: DateTime<Utc>,
             ) -> Result<Reservation> {
                 let id = connection_id.to_string();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 // Serialises reservations on this connection across processes.
                 sqlx::query("UPDATE connections SET updated_at = updated_at WHERE id = $1")
                     .bind(&id)

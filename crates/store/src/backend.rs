@@ -128,6 +128,17 @@ impl SqliteStore {
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// Starts a transaction holding the write lock from its first statement.
+    ///
+    /// A deferred SQLite transaction that reads and then writes fails at once with
+    /// `SQLITE_BUSY` (no busy timeout applies) when another connection committed in between;
+    /// one writer at a time is SQLite's rule anyway, so every store transaction asks first.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
 }
 
 impl PostgresStore {
@@ -155,6 +166,13 @@ impl PostgresStore {
     /// The underlying pool (tests and tooling).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Starts a transaction (the SQLite store's counterpart takes its write lock up front).
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.pool.begin().await
     }
 }
 

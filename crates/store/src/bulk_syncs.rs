@@ -805,7 +805,7 @@ macro_rules! impl_bulk_syncs {
             ) -> Result<BulkSync> {
                 let id = Uuid::new_v4();
                 let now = now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let connections =
                     match Self::bulk_dependencies(&mut tx, organization_id, &write).await {
                         Ok(connections) => connections,
@@ -891,7 +891,7 @@ macro_rules! impl_bulk_syncs {
                 write: BulkSyncWrite,
                 schedules: &[BulkScheduleWrite],
             ) -> Result<BulkSync> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let connections =
                     match Self::bulk_dependencies(&mut tx, organization_id, &write).await {
                         Ok(connections) => connections,
@@ -973,7 +973,7 @@ macro_rules! impl_bulk_syncs {
             }
 
             async fn delete_bulk_sync(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let exists = sqlx::query(
                     "SELECT id FROM bulk_syncs WHERE organization_id = $1 AND id = $2",
                 )
@@ -1017,7 +1017,7 @@ macro_rules! impl_bulk_syncs {
             }
 
             async fn put_bulk_schemas(&self, sync_id: Uuid, schemas: &[BulkSchema]) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 for schema in schemas {
                     Self::upsert_schema(&mut tx, sync_id, schema).await?;
                 }
@@ -1041,7 +1041,7 @@ macro_rules! impl_bulk_syncs {
                 sync_id: Uuid,
                 write: &BulkScheduleWrite,
             ) -> Result<BulkSchedule> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let id = match Self::upsert_schedule(&mut tx, sync_id, write).await {
                     Ok(id) => id,
                     Err(error) => {
@@ -1079,7 +1079,7 @@ macro_rules! impl_bulk_syncs {
                 sync_id: Uuid,
                 new: &NewBulkExecution,
             ) -> Result<BulkExecution> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let id = match Self::insert_bulk_execution(&mut tx, sync_id, new).await {
                     Ok(id) => id,
                     Err(error) => {
@@ -1187,7 +1187,7 @@ macro_rules! impl_bulk_syncs {
                      WHERE id = $6 AND status IN ({})",
                     placeholders(7, from.len())
                 );
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let mut query = sqlx::query(&sql)
                     .bind(to)
                     .bind(now)
@@ -1222,7 +1222,7 @@ macro_rules! impl_bulk_syncs {
                 progress: &BulkSchemaProgress,
             ) -> Result<()> {
                 let now = now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let result = sqlx::query(
                     "UPDATE bulk_sync_schema_executions SET status = $3, status_message = $4, \
                      record_count = $5, delete_count = $6, error_count = $7, \
@@ -1284,7 +1284,7 @@ macro_rules! impl_bulk_syncs {
                 if lines.is_empty() {
                     return Ok(());
                 }
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let row = sqlx::query(
                     "SELECT COUNT(*) AS n FROM bulk_sync_execution_logs WHERE execution_id = $1",
                 )

@@ -294,7 +294,7 @@ macro_rules! impl_connections {
             }
 
             async fn delete_connection(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let exists = sqlx::query(
                     "SELECT id FROM connections WHERE organization_id = $1 AND id = $2",
                 )

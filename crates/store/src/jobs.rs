@@ -285,8 +285,6 @@ pub trait JobStore {
 
 /// Backend differences of the claim (everything else is shared SQL).
 trait ClaimDialect {
-    /// Starts the claim transaction.
-    const BEGIN: &'static str;
     /// Appended to the candidate query.
     const LOCK_CANDIDATES: &'static str;
     /// Appended to a query reading a row that is then updated.
@@ -294,14 +292,11 @@ trait ClaimDialect {
 }
 
 impl ClaimDialect for crate::backend::SqliteStore {
-    // One writer at a time: taking the write lock first avoids a failed upgrade later.
-    const BEGIN: &'static str = "BEGIN IMMEDIATE";
     const LOCK_CANDIDATES: &'static str = "";
     const LOCK_ROW: &'static str = "";
 }
 
 impl ClaimDialect for crate::backend::PostgresStore {
-    const BEGIN: &'static str = "BEGIN";
     const LOCK_CANDIDATES: &'static str = " FOR UPDATE SKIP LOCKED";
     const LOCK_ROW: &'static str = " FOR UPDATE";
 }
@@ -459,7 +454,7 @@ macro_rules! impl_jobs {
         #[async_trait]
         impl JobStore for $store {
             async fn enqueue_job(&self, job: NewJob) -> Result<Job> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let id = Self::insert_job(&mut tx, &job, job.execution_id).await?;
                 tx.commit().await?;
                 self.job(id).await
@@ -470,7 +465,7 @@ macro_rules! impl_jobs {
                 job: NewJob,
                 execution_type: &str,
             ) -> Result<(Execution, Job)> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let execution_id =
                     Self::insert_execution(&mut tx, job.subject_id, execution_type).await?;
                 let id = Self::insert_job(&mut tx, &job, execution_id).await?;
@@ -484,7 +479,7 @@ macro_rules! impl_jobs {
                 job: NewJob,
                 execution: &NewBulkExecution,
             ) -> Result<(BulkExecution, Job)> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let execution_id =
                     match Self::insert_bulk_execution(&mut tx, job.subject_id, execution).await {
                         Ok(id) => id,
@@ -530,9 +525,7 @@ macro_rules! impl_jobs {
                     return Ok(None);
                 }
                 let now = now();
-                let mut tx = self
-                    .pool
-                    .begin_with(<$store as ClaimDialect>::BEGIN)
+                let mut tx = self.begin_write()
                     .await?;
                 let claimable = format!(
                     "kind IN ({}) AND (status = 'queued' OR \
@@ -698,7 +691,7 @@ macro_rules! impl_jobs {
                 id: Uuid,
                 owner: &str,
             ) -> Result<Option<Execution>> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let row = sqlx::query(
                     "SELECT j.subject_id, j.execution_id, e.execution_type FROM jobs j \
                      JOIN sync_executions e ON e.id = j.execution_id \
@@ -752,9 +745,7 @@ macro_rules! impl_jobs {
             ) -> Result<Option<BulkExecution>> {
                 // Reads then writes: SQLite takes the write lock up front (a deferred
                 // transaction could not upgrade while another writer is active).
-                let mut tx = self
-                    .pool
-                    .begin_with(<$store as ClaimDialect>::BEGIN)
+                let mut tx = self.begin_write()
                     .await?;
                 let row = sqlx::query(
                     "SELECT j.subject_id, j.execution_id, e.execution_type, e.fetch_mode, \
@@ -835,9 +826,7 @@ macro_rules! impl_jobs {
             async fn request_part_cancel(&self, id: Uuid, part: &str) -> Result<bool> {
                 // Locks the row on PostgreSQL so concurrent requests do not lose each other;
                 // SQLite takes the write lock up front.
-                let mut tx = self
-                    .pool
-                    .begin_with(<$store as ClaimDialect>::BEGIN)
+                let mut tx = self.begin_write()
                     .await?;
                 let row = sqlx::query(&format!(
                     "SELECT payload FROM jobs WHERE id = $1 AND status <> 'done'{}",

@@ -251,7 +251,7 @@ impl LedgerStore for SqliteStore {
              json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
              json_extract(value, '$[4]'), $3 FROM json_each($2) WHERE true {UPSERT_TAIL}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for chunk in entries.chunks(WRITE_CHUNK) {
             let values: Vec<[Option<&str>; 5]> = chunk
                 .iter()
@@ -357,7 +357,7 @@ impl LedgerStore for PostgresStore {
              FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
              AS v(identity, hash, record_id, outcome, error_code) {UPSERT_TAIL}"
         );
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         for chunk in entries.chunks(WRITE_CHUNK) {
             let column = |get: fn(&LedgerEntry) -> Option<&str>| -> Vec<Option<&str>> {
                 chunk.iter().map(|entry| get(entry)).collect()

@@ -181,7 +181,7 @@ macro_rules! impl_models {
             ) -> Result<Model> {
                 let id = Uuid::new_v4();
                 let now = ferry_core::time::now_millis().timestamp_millis();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let connection = sqlx::query(
                     "SELECT id FROM connections WHERE organization_id = $1 AND id = $2",
                 )
@@ -259,7 +259,7 @@ macro_rules! impl_models {
                 write: ModelWrite,
             ) -> Result<Model> {
                 let now = ferry_core::time::now_millis().timestamp_millis();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let connection = sqlx::query(
                     "SELECT id FROM connections WHERE organization_id = $1 AND id = $2",
                 )
@@ -313,7 +313,7 @@ macro_rules! impl_models {
             }
 
             async fn delete_model(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let result =
                     sqlx::query("DELETE FROM models WHERE organization_id = $1 AND id = $2")
                         .bind(organization_id.to_string())

@@ -77,7 +77,7 @@ macro_rules! impl_proxy_calls {
             ) -> Result<Option<ProxyAdmission>> {
                 let id = connection_id.to_string();
                 let bucket_start = bucket(at);
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 // Serialises admissions on this connection across processes.
                 sqlx::query("UPDATE connections SET updated_at = updated_at WHERE id = $1")
                     .bind(&id)

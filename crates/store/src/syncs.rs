@@ -478,7 +478,7 @@ macro_rules! impl_syncs {
             async fn create_sync(&self, organization_id: Uuid, write: SyncWrite) -> Result<ModelSync> {
                 let id = Uuid::new_v4();
                 let now = now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let connections =
                     match Self::sync_dependencies(&mut tx, organization_id, &write).await {
                         Ok(connections) => connections,
@@ -568,7 +568,7 @@ macro_rules! impl_syncs {
                 write: SyncWrite,
             ) -> Result<ModelSync> {
                 let now = now();
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let connections =
                     match Self::sync_dependencies(&mut tx, organization_id, &write).await {
                         Ok(connections) => connections,
@@ -629,7 +629,7 @@ macro_rules! impl_syncs {
             }
 
             async fn delete_sync(&self, organization_id: Uuid, id: Uuid) -> Result<()> {
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 let exists =
                     sqlx::query("SELECT id FROM syncs WHERE organization_id = $1 AND id = $2")
                         .bind(organization_id.to_string())
@@ -820,7 +820,7 @@ macro_rules! impl_syncs {
                     return Ok(());
                 }
                 let chunks = chunk_lines(lines);
-                let mut tx = self.pool.begin().await?;
+                let mut tx = self.begin_write().await?;
                 // Multi-row statements: 3 binds per chunk plus the execution id.
                 for rows in chunks.chunks(RECORD_WRITE_ROWS) {
                     let values: Vec<String> = (0..rows.len())

@@ -747,6 +747,59 @@ async fn ledger_changes(store: DynStore) {
     );
 }
 
+/// Transactions that read before they write (creating and updating syncs) run side by side:
+/// none may fail because another committed in between (SQLite's deferred-upgrade BUSY).
+async fn concurrent_writes(store: DynStore) {
+    let acme = store.create_organization("acme").await.unwrap();
+    let salesforce = store
+        .create_connection(acme.id, connection("sf", "salesforce"))
+        .await
+        .unwrap();
+    let database = store
+        .create_connection(acme.id, connection("db", "sqlite"))
+        .await
+        .unwrap();
+    let people = store
+        .create_model(acme.id, model(database.id))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for round in 0..10 {
+                    let name = format!("sync {task}.{round}");
+                    let created = store
+                        .create_sync(
+                            acme.id,
+                            sync_write(salesforce.id, people.id, &name, "create"),
+                        )
+                        .await
+                        .map_err(|error| format!("create {name}: {error}"))?;
+                    store
+                        .update_sync(
+                            acme.id,
+                            created.id,
+                            sync_write(salesforce.id, people.id, &name, "update"),
+                        )
+                        .await
+                        .map_err(|error| format!("update {name}: {error}"))?;
+                }
+                Ok::<(), String>(())
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let all = store
+        .list_syncs(acme.id, &SyncFilter::default(), 0, 500)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 80);
+    assert!(all.iter().all(|sync| sync.mode == "update"));
+}
+
 async fn sqlite_store() -> (DynStore, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::connect(dir.path().join("ferry.db").to_str().unwrap())
@@ -760,7 +813,7 @@ macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
             $(
-                #[tokio::test]
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     let (store, _dir) = super::sqlite_store().await;
                     super::$name(store).await;
@@ -784,4 +837,11 @@ macro_rules! conformance {
     };
 }
 
-conformance!(syncs, executions, ledger, record_logs, ledger_changes);
+conformance!(
+    syncs,
+    executions,
+    ledger,
+    record_logs,
+    ledger_changes,
+    concurrent_writes
+);
