@@ -6,9 +6,12 @@
 //! written, so a second run over unchanged data writes nothing. Each chunk of at most
 //! [`chunk_rows`] rows is one transaction:
 //!
-//! 1. with an identity column, `SELECT` which identities the table already holds;
+//! 1. with an identity column, `SELECT` which identities the table already holds (with
+//!    target filters, also the current values of the columns they test);
 //! 2. decide per row by mode: `create` inserts absent identities and leaves present ones;
-//!    `update` writes present ones and skips the rest (retried next run); `updateOrCreate`
+//!    `update` writes present ones and skips the rest (retried next run) — with target
+//!    filters, only present rows whose current values pass them (the others are left
+//!    alone, uncounted, their ledger untouched, like rows a model filter drops); `updateOrCreate`
 //!    upserts (`INSERT … ON CONFLICT (id) DO UPDATE` on PostgreSQL and SQLite,
 //!    `INSERT … ON DUPLICATE KEY UPDATE` on MySQL — the identity column needs a unique
 //!    index, which new tables get and existing tables are checked for); `remove` deletes
@@ -32,7 +35,7 @@
 //! New tables get one column per mapped field (plus the identity column), typed from the
 //! model field's type (see [`column_type`]), and a unique index on the identity column.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use base64::Engine as _;
 use ferry_connectors::{RowBatch, SourceError};
@@ -606,6 +609,16 @@ fn in_list(dialect: Dialect, column: &ColumnInfo, identities: &[&str]) -> (Strin
     (parts.join(", "), binds)
 }
 
+/// A column read back as text.
+fn as_text(dialect: Dialect, column: &ColumnInfo) -> String {
+    let quoted = dialect.quote(&column.name);
+    match dialect {
+        Dialect::Postgresql => format!("{quoted}::text"),
+        Dialect::Mysql => format!("CAST({quoted} AS CHAR)"),
+        Dialect::Sqlite => format!("CAST({quoted} AS TEXT)"),
+    }
+}
+
 /// `SELECT <identity as text> FROM table WHERE identity IN (...)`.
 pub fn existing_statement(
     dialect: Dialect,
@@ -613,19 +626,59 @@ pub fn existing_statement(
     column: &ColumnInfo,
     identities: &[&str],
 ) -> Statement {
+    lookup_statement(dialect, table, column, &[], identities)
+}
+
+/// `SELECT <identity as text>, <current values as text>... FROM table WHERE identity IN
+/// (...)`: the rows the identities match, with the current values of `current` columns
+/// (those target filters test).
+pub fn lookup_statement(
+    dialect: Dialect,
+    table: &TableName,
+    column: &ColumnInfo,
+    current: &[&ColumnInfo],
+    identities: &[&str],
+) -> Statement {
     let (list, binds) = in_list(dialect, column, identities);
-    let quoted = dialect.quote(&column.name);
-    let as_text = match dialect {
-        Dialect::Postgresql => format!("{quoted}::text"),
-        Dialect::Mysql => format!("CAST({quoted} AS CHAR)"),
-        Dialect::Sqlite => format!("CAST({quoted} AS TEXT)"),
-    };
+    let mut selected = vec![as_text(dialect, column)];
+    selected.extend(current.iter().map(|c| as_text(dialect, c)));
     Statement {
         sql: format!(
-            "SELECT {as_text} FROM {} WHERE {quoted} IN ({list})",
-            dialect.table(table)
+            "SELECT {} FROM {} WHERE {} IN ({list})",
+            selected.join(", "),
+            dialect.table(table),
+            dialect.quote(&column.name)
         ),
         binds,
+    }
+}
+
+/// A column's current value (read as text) as the value filters test: integers as
+/// numbers, booleans as booleans, JSON parsed, everything else as text (numbers and
+/// timestamps in text still compare as numbers and instants).
+pub fn current_value(column: &ColumnInfo, text: Option<&str>) -> Value {
+    let Some(text) = text else {
+        return Value::Null;
+    };
+    match column.class() {
+        ColumnClass::Integer => text
+            .trim()
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(text.to_string())),
+        ColumnClass::Boolean => match text.trim().to_ascii_lowercase().as_str() {
+            "t" | "true" | "1" => Value::Bool(true),
+            "f" | "false" | "0" => Value::Bool(false),
+            _ => Value::String(text.to_string()),
+        },
+        ColumnClass::Json => {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+        }
+        ColumnClass::Decimal
+        | ColumnClass::Date
+        | ColumnClass::Timestamp
+        | ColumnClass::Binary
+        | ColumnClass::Text => Value::String(text.to_string()),
     }
 }
 
@@ -805,9 +858,10 @@ impl TargetConnection {
         })
     }
 
-    /// One transaction: `lookup` (the first column of each row, as text) is read, `plan`
-    /// turns it into outcomes and statements, the statements run, and the transaction
-    /// commits (or, with `commit` false, rolls back: a test run).
+    /// One transaction: `lookup` is read (each row's first column, the identity, as text →
+    /// its other columns as text), `plan` turns it into outcomes and statements, the
+    /// statements run, and the transaction commits (or, with `commit` false, rolls back: a
+    /// test run).
     async fn plan_and_write<F>(
         &mut self,
         lookup: Option<&Statement>,
@@ -815,19 +869,22 @@ impl TargetConnection {
         plan: F,
     ) -> Result<Vec<Outcome>, sqlx::Error>
     where
-        F: FnOnce(HashSet<String>) -> (Vec<Outcome>, Vec<Statement>),
+        F: FnOnce(HashMap<String, Vec<Option<String>>>) -> (Vec<Outcome>, Vec<Statement>),
     {
         let begin = self.begin_statement();
         on_connection!(self, |conn| {
             let mut transaction = conn.begin_with(begin).await?;
-            let mut found = HashSet::new();
+            let mut found = HashMap::new();
             if let Some(statement) = lookup {
                 let rows = bind_all!(sqlx::query(&statement.sql), &statement.binds)
                     .fetch_all(&mut *transaction)
                     .await?;
                 for row in &rows {
                     if let Some(text) = row.try_get::<Option<String>, _>(0)? {
-                        found.insert(text);
+                        let current = (1..row.len())
+                            .map(|index| row.try_get::<Option<String>, _>(index))
+                            .collect::<Result<Vec<_>, _>>()?;
+                        found.insert(text, current);
                     }
                 }
             }
@@ -1052,7 +1109,8 @@ pub async fn create_table(
 }
 
 /// Checks a sync's mapping against the table: every mapped column exists, the identity
-/// column exists and (for `update` and `updateOrCreate`) has a unique index.
+/// column exists and (for `update` and `updateOrCreate`) has a unique index, and every
+/// column a target filter tests exists.
 pub fn check_table(
     document: &crate::spec::SyncDocument,
     sync: &CompiledSync,
@@ -1133,6 +1191,22 @@ pub fn check_table(
                      model's rows again on every run (use a table without that index, or \
                      target.create for a new one)",
                     column.name, table.name
+                ),
+            ));
+        }
+    }
+    for (index, filter) in sync.filters.iter().enumerate() {
+        if filter.field_type == crate::spec::FilterFieldType::Target
+            && table.column(&filter.field).is_none()
+        {
+            return Err(FieldError::new(
+                format!("filters[{index}].field_id"),
+                format!(
+                    "'{}' is not a column of {} (a target filter tests a column of the target \
+                     table; columns: {})",
+                    filter.field,
+                    table.name,
+                    listed()
                 ),
             ));
         }
@@ -1227,6 +1301,9 @@ struct Pending {
     hash: String,
     prior: Option<LedgerEntry>,
     values: Map<String, Value>,
+    /// The row as mapped, for target filters still to be tested
+    /// ([`crate::mapping::MappedRow::pending_filters`]).
+    pending_filters: Option<Vec<Option<bool>>>,
 }
 
 /// What happened to one row.
@@ -1242,6 +1319,8 @@ enum Outcome {
     Exists,
     /// Update or remove mode, the identity is not in the table.
     Unmatched,
+    /// Update mode, the matched row's current values do not pass the target filters.
+    TargetFiltered,
 }
 
 struct DbRun {
@@ -1311,6 +1390,7 @@ impl DbRun {
             }
             Outcome::Exists => ("skip", None, "exists"),
             Outcome::Unmatched => ("skip", None, "unmatched"),
+            Outcome::TargetFiltered => ("skip", None, "filtered"),
         };
         let mut line = json!({"identity": row.identity, "operation": operation,
             "values": row.values});
@@ -1324,12 +1404,22 @@ impl DbRun {
             Outcome::Unmatched => {
                 line["message"] = json!("no row with this identity in the table");
             }
+            Outcome::TargetFiltered => {
+                line["message"] =
+                    json!("the matched row's current values do not pass the target filters");
+            }
             _ => {}
         }
         if let Some(log_type) = log_type {
             self.log(log_type, line.clone());
         }
         self.log("records", line);
+        if outcome == Outcome::TargetFiltered {
+            // Like a row a model filter drops: not in the total, ledger left as it was (so
+            // the row is looked at again next run).
+            self.counts.total -= 1;
+            return;
+        }
         if test {
             return;
         }
@@ -1373,6 +1463,9 @@ struct DbEnv<'a> {
     columns: Vec<(String, ColumnInfo)>,
     /// The identity column, when the sync has one.
     identity: Option<ColumnInfo>,
+    /// The columns target filters test (read with the identity lookup), in
+    /// [`CompiledSync::target_filter_fields`] order.
+    filter_columns: Vec<(String, ColumnInfo)>,
     test: bool,
 }
 
@@ -1518,12 +1611,24 @@ async fn run_all(
         },
         None => None,
     };
+    let mut filter_columns = Vec::new();
+    for name in sync.target_filter_fields() {
+        let Some(column) = table.column(name) else {
+            return Err(DbTargetError::UnknownTable(format!(
+                "column '{name}' of {}, which a target filter tests, no longer exists",
+                table.name
+            ))
+            .into());
+        };
+        filter_columns.push((name.to_string(), column.clone()));
+    }
     let env = DbEnv {
         sync,
         database,
         table,
         columns,
         identity,
+        filter_columns,
         test: options.test,
     };
     let dialect = target.dialect;
@@ -1649,6 +1754,7 @@ async fn write_window(
                         hash,
                         prior: entry,
                         values: row.values,
+                        pending_filters: row.pending_filters,
                     };
                     run.record(&pending, Outcome::Exists, options.test);
                     continue;
@@ -1658,6 +1764,7 @@ async fn write_window(
                     hash,
                     prior: entry,
                     values: row.values,
+                    pending_filters: row.pending_filters,
                 });
             }
         }
@@ -1733,10 +1840,12 @@ async fn write_rows(
     let identities: Vec<&str> = rows.iter().map(|r| r.identity.as_str()).collect();
     let lookup = match (&env.identity, env.database.mode) {
         (Some(column), mode) if mode != DatabaseMode::Append && mode != DatabaseMode::Replace => {
-            Some(existing_statement(
+            let current: Vec<&ColumnInfo> = env.filter_columns.iter().map(|(_, c)| c).collect();
+            Some(lookup_statement(
                 dialect,
                 &env.table.name,
                 column,
+                &current,
                 &identities,
             ))
         }
@@ -1749,18 +1858,41 @@ async fn write_rows(
         .await
 }
 
-/// Decides each row's outcome from the identities the table holds, and the statements
-/// that write them.
+/// Whether a matched row's current values (`current`, the texts of
+/// [`DbEnv::filter_columns`]) pass the sync's target filters.
+fn passes_target_filters(env: &DbEnv<'_>, row: &Pending, current: &[Option<String>]) -> bool {
+    if row.pending_filters.is_none() {
+        return true;
+    }
+    let values: Vec<(&str, Value)> = env
+        .filter_columns
+        .iter()
+        .enumerate()
+        .map(|(index, (name, column))| {
+            let text = current.get(index).and_then(Option::as_deref);
+            (name.as_str(), current_value(column, text))
+        })
+        .collect();
+    crate::plan::passes_target_filters(env.sync, row.pending_filters.as_deref(), |field| {
+        values
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(field))
+            .map(|(_, value)| value)
+    })
+}
+
+/// Decides each row's outcome from the identities the table holds (and the current values
+/// target filters test), and the statements that write them.
 fn plan_rows(
     env: &DbEnv<'_>,
     dialect: Dialect,
     layout: &[&ColumnInfo],
     rows: &[Pending],
-    existing: &HashSet<String>,
+    existing: &HashMap<String, Vec<Option<String>>>,
 ) -> (Vec<Outcome>, Vec<Statement>) {
     let table = &env.table.name;
     let mode = env.database.mode;
-    let exists = |row: &Pending| existing.contains(&row.identity);
+    let exists = |row: &Pending| existing.contains_key(&row.identity);
     let outcomes: Vec<Outcome> = rows
         .iter()
         .map(|row| match mode {
@@ -1769,8 +1901,11 @@ fn plan_rows(
             | DatabaseMode::Append
             | DatabaseMode::Replace
             | DatabaseMode::Snapshot => Outcome::Inserted,
-            DatabaseMode::Update if exists(row) => Outcome::Updated,
-            DatabaseMode::Update => Outcome::Unmatched,
+            DatabaseMode::Update => match existing.get(&row.identity) {
+                Some(current) if passes_target_filters(env, row, current) => Outcome::Updated,
+                Some(_) => Outcome::TargetFiltered,
+                None => Outcome::Unmatched,
+            },
             DatabaseMode::UpdateOrCreate => Outcome::Upserted {
                 created: !exists(row),
             },
@@ -1904,6 +2039,8 @@ async fn replace(
                     hash: hash_values(&table.to_string(), env.database.mode.as_str(), &row.values),
                     prior: None,
                     values: row.values.clone(),
+                    // Replace and snapshot take no target filters (mode update only).
+                    pending_filters: None,
                 })
                 .collect();
             if !env.test {
@@ -2099,6 +2236,60 @@ mod tests {
             &["5"],
         );
         assert_eq!(lite.binds, vec![Bind::Int(5)]);
+    }
+
+    #[test]
+    fn lookups_read_the_columns_target_filters_test() {
+        let id = column("email", "text");
+        let status = column("status", "varchar(20)");
+        let score = column("score", "integer");
+        let statement = lookup_statement(
+            Dialect::Mysql,
+            &table(Some("crm"), "people"),
+            &id,
+            &[&status, &score],
+            &["a@x.com"],
+        );
+        assert_eq!(
+            statement.sql,
+            "SELECT CAST(`email` AS CHAR), CAST(`status` AS CHAR), CAST(`score` AS CHAR) \
+             FROM `crm`.`people` WHERE `email` IN (?)"
+        );
+        let plain = lookup_statement(Dialect::Postgresql, &table(None, "t"), &id, &[], &["a"]);
+        assert_eq!(
+            plain.sql,
+            existing_statement(Dialect::Postgresql, &table(None, "t"), &id, &["a"]).sql
+        );
+        // Current values, read as text, become what filters compare.
+        let cases = [
+            (column("n", "bigint"), Some("42"), json!(42)),
+            (column("n", "numeric(10,2)"), Some("42.50"), json!("42.50")),
+            (column("b", "boolean"), Some("t"), json!(true)),
+            (column("b", "tinyint(1)"), Some("0"), json!(false)),
+            (column("j", "jsonb"), Some("{\"a\": 1}"), json!({"a": 1})),
+            (column("s", "text"), Some("Open"), json!("Open")),
+            (column("s", "text"), None, Value::Null),
+            (
+                column("t", "timestamptz"),
+                Some("2024-05-01 10:00:00+00"),
+                json!("2024-05-01 10:00:00+00"),
+            ),
+        ];
+        for (column, text, expected) in cases {
+            assert_eq!(
+                current_value(&column, text),
+                expected,
+                "{column:?} {text:?}"
+            );
+        }
+        use crate::filter::FilterFunction;
+        assert!(FilterFunction::Equality.matches(
+            &current_value(&column("n", "numeric"), Some("42.50")),
+            Some(&json!(42.5))
+        ));
+        assert!(
+            FilterFunction::True.matches(&current_value(&column("b", "bool"), Some("true")), None)
+        );
     }
 
     #[test]

@@ -1,14 +1,20 @@
-//! Filter functions (Polytomic's `FilterFunction`) evaluated on model values, and
-//! `filter_logic` (`1 AND (2 OR NOT 3)`, 1-based filter positions).
+//! Filter functions (Polytomic's `FilterFunction`) evaluated on model values and on the
+//! current values of target records (target filters), and `filter_logic`
+//! (`1 AND (2 OR NOT 3)`, 1-based positions over model and target filters alike).
 //!
 //! Comparisons are typed by the values: two numbers (or numeric strings) compare as
-//! numbers, two dates or timestamps (RFC 3339 or `YYYY-MM-DD`) as instants, everything
-//! else as strings. A null model value satisfies only `IsNull` and the negative string
-//! functions (`Inequality`, `StringDoesNotContain`, `StringNotOneOf`, ...).
+//! numbers, two dates or timestamps (RFC 3339, Salesforce's `+0000` offsets, databases'
+//! `YYYY-MM-DD HH:MM:SS[+00]`, or `YYYY-MM-DD`) as instants, everything else as strings. A
+//! null value satisfies only `IsNull` and the negative string functions (`Inequality`,
+//! `StringDoesNotContain`, `StringNotOneOf`, ...).
+//!
+//! Target filters are known only once the target has been read, so a row's filters are
+//! first combined in three-valued logic ([`combine`]): a row whose model filters already
+//! decide the expression is kept or dropped at once, the others wait for the target.
 
 use std::cmp::Ordering;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::Value;
 
 /// A filter function.
@@ -197,10 +203,22 @@ fn number_of(value: &Value) -> Option<f64> {
     }
 }
 
+/// A date or timestamp: RFC 3339, Salesforce's `2024-05-01T10:00:00.000+0000`, a database's
+/// `2024-05-01 10:00:00[.ffffff][+00]` (a timestamp without offset is UTC) or `YYYY-MM-DD`.
 fn instant_of(value: &Value) -> Option<DateTime<Utc>> {
     let text = value.as_str()?.trim();
     if let Ok(datetime) = DateTime::parse_from_rfc3339(text) {
         return Some(datetime.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(datetime) = DateTime::parse_from_str(text, format) {
+            return Some(datetime.with_timezone(&Utc));
+        }
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(naive.and_utc());
+        }
     }
     NaiveDate::parse_from_str(text, "%Y-%m-%d")
         .ok()
@@ -348,6 +366,43 @@ impl FilterLogic {
             FilterLogic::Or(a, b) => a.evaluate(results) || b.evaluate(results),
             FilterLogic::Not(a) => !a.evaluate(results),
         }
+    }
+
+    /// Evaluates with results of which some are not known yet (`None`: a target filter
+    /// before the target's current values are read), in three-valued logic: `Some` when
+    /// the known results decide the expression whatever the unknown ones turn out to be
+    /// (`1 AND 2` with 1 false is false), `None` when it still depends on them.
+    pub fn evaluate_partial(&self, results: &[Option<bool>]) -> Option<bool> {
+        match self {
+            FilterLogic::Filter(index) => results.get(*index).copied().unwrap_or(Some(false)),
+            FilterLogic::And(a, b) => {
+                match (a.evaluate_partial(results), b.evaluate_partial(results)) {
+                    (Some(false), _) | (_, Some(false)) => Some(false),
+                    (Some(true), Some(true)) => Some(true),
+                    _ => None,
+                }
+            }
+            FilterLogic::Or(a, b) => {
+                match (a.evaluate_partial(results), b.evaluate_partial(results)) {
+                    (Some(true), _) | (_, Some(true)) => Some(true),
+                    (Some(false), Some(false)) => Some(false),
+                    _ => None,
+                }
+            }
+            FilterLogic::Not(a) => a.evaluate_partial(results).map(|r| !r),
+        }
+    }
+}
+
+/// Combines per-filter results with `filter_logic` (without one, every filter must hold),
+/// in the three-valued logic of [`FilterLogic::evaluate_partial`]: `None` while the answer
+/// depends on results not known yet.
+pub fn combine(logic: Option<&FilterLogic>, results: &[Option<bool>]) -> Option<bool> {
+    match logic {
+        Some(logic) => logic.evaluate_partial(results),
+        None if results.contains(&Some(false)) => Some(false),
+        None if results.iter().all(Option::is_some) => Some(true),
+        None => None,
     }
 }
 
@@ -542,5 +597,67 @@ mod tests {
         assert!(FilterLogic::parse("(1 AND 2", 2).is_err());
         assert!(FilterLogic::parse("1 XOR 2", 2).is_err());
         assert!(FilterLogic::parse("1 2", 2).is_err());
+    }
+
+    #[test]
+    fn partial_logic_decides_only_when_the_unknown_results_cannot_matter() {
+        let logic = FilterLogic::parse("1 AND (2 OR NOT 3)", 3).unwrap();
+        // Filter 1 false: false whatever 2 and 3 are.
+        assert_eq!(
+            logic.evaluate_partial(&[Some(false), None, None]),
+            Some(false)
+        );
+        // Filter 1 true: depends on the unknown ones.
+        assert_eq!(logic.evaluate_partial(&[Some(true), None, None]), None);
+        assert_eq!(
+            logic.evaluate_partial(&[Some(true), Some(true), None]),
+            Some(true)
+        );
+        assert_eq!(
+            logic.evaluate_partial(&[Some(true), None, Some(false)]),
+            Some(true)
+        );
+        assert_eq!(
+            logic.evaluate_partial(&[Some(true), Some(false), Some(true)]),
+            Some(false)
+        );
+        // Fully known: the same answer as `evaluate`, for every combination.
+        for bits in 0..8u8 {
+            let known: Vec<bool> = (0..3).map(|i| bits & (1 << i) != 0).collect();
+            let partial: Vec<Option<bool>> = known.iter().copied().map(Some).collect();
+            assert_eq!(
+                logic.evaluate_partial(&partial),
+                Some(logic.evaluate(&known)),
+                "{known:?}"
+            );
+        }
+        // Without filter_logic every filter must hold.
+        assert_eq!(combine(None, &[Some(true), None]), None);
+        assert_eq!(combine(None, &[Some(false), None]), Some(false));
+        assert_eq!(combine(None, &[Some(true), Some(true)]), Some(true));
+        assert_eq!(combine(None, &[]), Some(true));
+        let either = FilterLogic::parse("1 OR 2", 2).unwrap();
+        assert_eq!(combine(Some(&either), &[Some(true), None]), Some(true));
+        assert_eq!(combine(Some(&either), &[Some(false), None]), None);
+    }
+
+    #[test]
+    fn target_timestamps_compare_as_instants() {
+        // Salesforce's and the databases' spellings of the same instant.
+        for current in [
+            "2024-05-01T10:00:00.000+0000",
+            "2024-05-01 10:00:00+00",
+            "2024-05-01 12:00:00+02:00",
+            "2024-05-01 10:00:00.000000",
+            "2024-05-01T10:00:00",
+        ] {
+            assert_eq!(
+                compare(&json!(current), &json!("2024-05-01T10:00:00Z")),
+                Some(Ordering::Equal),
+                "{current}"
+            );
+            assert!(OnOrAfter.matches(&json!(current), Some(&json!("2024-05-01"))));
+            assert!(!OnOrAfter.matches(&json!(current), Some(&json!("2024-05-02"))));
+        }
     }
 }

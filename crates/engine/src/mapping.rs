@@ -2,6 +2,11 @@
 //! overrides, field mappings and constants. Each surviving row becomes a [`MappedRow`]:
 //! its identity value (the ledger key) and the target values in mapping order.
 //!
+//! Target filters (`field_type: Target`) test the target record's current values, which
+//! are read later (planning): here a row is dropped only when its model filters alone
+//! already make `filter_logic` false; when the answer still depends on the target, the
+//! row keeps its model filters' results ([`MappedRow::pending_filters`]) for planning.
+//!
 //! Values are converted for Salesforce here and nowhere else: JSON objects and arrays
 //! become JSON text; numbers, strings, booleans, dates and timestamps pass unchanged.
 
@@ -10,7 +15,8 @@ use std::collections::HashMap;
 use ferry_connectors::RowBatch;
 use serde_json::{Map, Value};
 
-use crate::spec::{CompiledSync, FieldValue};
+use crate::filter::combine;
+use crate::spec::{CompiledSync, FieldValue, FilterFieldType};
 
 /// A model row after mapping.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +25,10 @@ pub struct MappedRow {
     pub identity: String,
     /// Target field → value, in mapping order.
     pub values: Map<String, Value>,
+    /// When whether the row passes the filters depends on target filters: each filter's
+    /// result in `filters` order, `None` for the target filters (tested at planning on the
+    /// matched record, [`crate::plan::passes_target_filters`]). `None` when the row passed.
+    pub pending_filters: Option<Vec<Option<bool>>>,
 }
 
 /// A row that cannot be synced (logged as a warning).
@@ -81,11 +91,16 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
             .ok_or_else(|| MissingField(name.to_string()))
     };
     let key = position(&sync.key_field)?;
+    // Model filters with the position of their field; `None` for target filters.
     let filters = sync
         .filters
         .iter()
-        .map(|filter| Ok((position(&filter.field)?, filter)))
+        .map(|filter| match filter.field_type {
+            FilterFieldType::Model => Ok(Some((position(&filter.field)?, filter))),
+            FilterFieldType::Target => Ok(None),
+        })
         .collect::<Result<Vec<_>, MissingField>>()?;
+    let target_filters = sync.has_target_filters();
     let overrides = sync
         .overrides
         .iter()
@@ -108,20 +123,43 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
     let mut results = Vec::with_capacity(filters.len());
     for row in &batch.rows {
         let value_at = |index: usize| row.get(index).unwrap_or(&Value::Null);
-        results.clear();
-        results.extend(filters.iter().map(|(index, filter)| {
-            filter
-                .function
-                .matches(value_at(*index), filter.value.as_ref())
-        }));
-        let keep = match &sync.filter_logic {
-            Some(logic) => logic.evaluate(&results),
-            None => results.iter().all(|r| *r),
+        let pending_filters = if target_filters {
+            let partial: Vec<Option<bool>> = filters
+                .iter()
+                .copied()
+                .map(|model| {
+                    model.map(|(index, filter)| {
+                        filter
+                            .function
+                            .matches(value_at(index), filter.value.as_ref())
+                    })
+                })
+                .collect();
+            match combine(sync.filter_logic.as_ref(), &partial) {
+                Some(false) => {
+                    out.filtered += 1;
+                    continue;
+                }
+                Some(true) => None,
+                None => Some(partial),
+            }
+        } else {
+            results.clear();
+            results.extend(filters.iter().flatten().map(|(index, filter)| {
+                filter
+                    .function
+                    .matches(value_at(*index), filter.value.as_ref())
+            }));
+            let keep = match &sync.filter_logic {
+                Some(logic) => logic.evaluate(&results),
+                None => results.iter().all(|r| *r),
+            };
+            if !keep {
+                out.filtered += 1;
+                continue;
+            }
+            None
         };
-        if !keep {
-            out.filtered += 1;
-            continue;
-        }
         let Some(identity) = identity_text(value_at(key)) else {
             out.rejected.push(RejectedRow {
                 identity: None,
@@ -150,7 +188,11 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
             };
             values.insert(field.target.clone(), value);
         }
-        let mapped = MappedRow { identity, values };
+        let mapped = MappedRow {
+            identity,
+            values,
+            pending_filters,
+        };
         match seen.get(&mapped.identity) {
             Some(existing) => {
                 out.rejected.push(RejectedRow {
@@ -266,6 +308,67 @@ mod tests {
         let kept: Vec<&str> = mapped.rows.iter().map(|r| r.identity.as_str()).collect();
         assert_eq!(kept, vec!["a@x.com", "c@x.com"]);
         assert_eq!(mapped.filtered, 2);
+    }
+
+    #[test]
+    fn target_filters_wait_for_the_target_unless_model_filters_decide() {
+        let sync = sync(json!({
+            "mode": "update",
+            "filters": [
+                {"field_id": "f-age", "function": "GreaterThanEqual", "value": 18},
+                {"field_id": "Status__c", "field_type": "Target", "function": "Equality", "value": "Open"},
+                {"field_id": "f-name", "function": "StringStartsWith", "value": "A"}
+            ],
+            "filter_logic": "1 AND (2 OR 3)"
+        }));
+        let mapped = map_batch(
+            &sync,
+            &batch(vec![
+                // Adult named A...: passes whatever the target holds.
+                json!(["a@x.com", "Ann", 30, null]),
+                // Adult not named A...: depends on the target's Status__c.
+                json!(["b@x.com", "Bob", 30, null]),
+                // A minor: excluded by the model filter alone.
+                json!(["c@x.com", "Al", 12, null]),
+            ]),
+        )
+        .unwrap();
+        let kept: Vec<(&str, Option<Vec<Option<bool>>>)> = mapped
+            .rows
+            .iter()
+            .map(|r| (r.identity.as_str(), r.pending_filters.clone()))
+            .collect();
+        assert_eq!(
+            kept,
+            vec![
+                ("a@x.com", None),
+                ("b@x.com", Some(vec![Some(true), None, Some(false)])),
+            ]
+        );
+        assert_eq!(mapped.filtered, 1);
+        // Without filter_logic every filter must hold: model-passing rows wait.
+        let all = sync_without_logic();
+        let mapped = map_batch(
+            &all,
+            &batch(vec![
+                json!(["a@x.com", "Ann", 30, null]),
+                json!(["c@x.com", "Al", 12, null]),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(mapped.rows.len(), 1);
+        assert_eq!(mapped.rows[0].pending_filters, Some(vec![Some(true), None]));
+        assert_eq!(mapped.filtered, 1);
+    }
+
+    fn sync_without_logic() -> CompiledSync {
+        sync(json!({
+            "mode": "update",
+            "filters": [
+                {"field_id": "f-age", "function": "GreaterThanEqual", "value": 18},
+                {"field_id": "Status__c", "field_type": "Target", "function": "IsNotNull"}
+            ]
+        }))
     }
 
     #[test]

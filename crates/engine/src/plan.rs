@@ -13,6 +13,12 @@
 //! The payload follows `insert_null_values` (nulls omitted unless true), per-field
 //! `sync_mode: create` (only written where Salesforce's value is empty) and
 //! `only_sync_different` (rows equal to Salesforce's current values are skipped).
+//!
+//! Target filters (`filters[].field_type: Target`, mode `update` only) are tested here, on
+//! the current values of the one record the identity matched ([`passes_target_filters`]);
+//! a row they exclude is skipped with [`SkipReason::TargetFiltered`]: not written, no
+//! warning, not part of the run's total, and the ledger is left as it was, so the row is
+//! looked at again on the next run (and written once the target's value passes).
 
 use std::collections::HashSet;
 
@@ -20,8 +26,9 @@ use ferry_salesforce::Record;
 use ferry_store::LedgerEntry;
 use serde_json::{Map, Value};
 
+use crate::filter::combine;
 use crate::mapping::MappedRow;
-use crate::spec::{CompiledSync, CreateRecordsAs, Mode};
+use crate::spec::{CompiledSync, CreateRecordsAs, FilterFieldType, Mode};
 
 /// Ledger outcomes after which the stored record id is trusted.
 const ID_OUTCOMES: [&str; 7] = [
@@ -96,9 +103,19 @@ pub enum SkipReason {
     UnknownCreate,
     /// `remove`: nothing matches (already gone).
     AlreadyRemoved,
+    /// `update` with target filters: the matched record's current values do not pass
+    /// them. Handled like a row a model filter excludes (not counted, no warning, ledger
+    /// untouched: the row is looked at again next run).
+    TargetFiltered,
 }
 
 impl SkipReason {
+    /// Whether a filter excluded the row: it is then not part of the run's total and its
+    /// ledger entry is left as it was (nothing about the target was confirmed).
+    pub fn excluded_by_filter(&self) -> bool {
+        matches!(self, SkipReason::TargetFiltered)
+    }
+
     /// Whether the skip is reported as a warning.
     pub fn is_warning(&self) -> bool {
         matches!(
@@ -119,6 +136,8 @@ impl SkipReason {
             SkipReason::Converted | SkipReason::Duplicate(_) => "skipped",
             SkipReason::UnknownCreate => "pending_create",
             SkipReason::AlreadyRemoved => "deleted",
+            // Never stored (see `excluded_by_filter`).
+            SkipReason::TargetFiltered => "filtered",
         }
     }
 
@@ -137,6 +156,9 @@ impl SkipReason {
                                           avoid a duplicate (add an identity to reconcile)"
                 .into(),
             SkipReason::AlreadyRemoved => "no record matches; nothing to remove".into(),
+            SkipReason::TargetFiltered => "the matched record's current values do not pass \
+                                           the target filters"
+                .into(),
         }
     }
 }
@@ -219,11 +241,47 @@ fn field_of<'a>(record: &'a Record, name: &str) -> Option<&'a Value> {
         .map(|(_, value)| value)
 }
 
-/// Whether planning needs Salesforce's current values of matched records.
+/// Whether planning needs Salesforce's current values of matched records (so every row
+/// is looked up, even one whose record id the ledger knows).
 pub fn needs_current_values(sync: &CompiledSync, target: &TargetInfo) -> bool {
+    needs_mapped_values(sync, target) || sync.has_target_filters()
+}
+
+/// Whether planning compares the mapped fields with their current values (the lookup then
+/// reads every mapped field; target filters only need the fields they test).
+pub fn needs_mapped_values(sync: &CompiledSync, target: &TargetInfo) -> bool {
     sync.config.only_sync_different
         || sync.fields.iter().any(|f| f.create_only)
         || (target.is_lead && sync.config.skip_converted)
+}
+
+/// Whether a row passes the sync's filters once the current values of its matched target
+/// record are known (`current` gives a target field's value, `None` for a field the
+/// record lacks, tested as null). `pending` are the row's model filter results
+/// ([`MappedRow::pending_filters`]); a row the model filters already decided (`None`)
+/// passes.
+pub fn passes_target_filters<'v>(
+    sync: &CompiledSync,
+    pending: Option<&[Option<bool>]>,
+    current: impl Fn(&str) -> Option<&'v Value>,
+) -> bool {
+    let Some(pending) = pending else {
+        return true;
+    };
+    let results: Vec<Option<bool>> = sync
+        .filters
+        .iter()
+        .zip(pending)
+        .map(|(filter, known)| match (known, filter.field_type) {
+            (Some(result), _) => Some(*result),
+            (None, FilterFieldType::Target) => Some(filter.function.matches(
+                current(&filter.field).unwrap_or(&Value::Null),
+                filter.value.as_ref(),
+            )),
+            (None, FilterFieldType::Model) => None,
+        })
+        .collect();
+    combine(sync.filter_logic.as_ref(), &results) == Some(true)
 }
 
 /// Whether the row is written by upsert on the external-id identity without a lookup.
@@ -367,6 +425,22 @@ pub fn decide(
             {
                 return Decision::Skip {
                     reason: SkipReason::Converted,
+                    id: Some(id),
+                };
+            }
+            // Without a looked-up record (no lookup was made) a row still waiting on target
+            // filters cannot be tested: it is not written.
+            let passes = match current {
+                Some(record) => {
+                    passes_target_filters(sync, candidate.row.pending_filters.as_deref(), |name| {
+                        field_of(record, name)
+                    })
+                }
+                None => candidate.row.pending_filters.is_none(),
+            };
+            if !passes {
+                return Decision::Skip {
+                    reason: SkipReason::TargetFiltered,
                     id: Some(id),
                 };
             }
@@ -637,6 +711,7 @@ mod tests {
             row: MappedRow {
                 identity: "a@x.com".into(),
                 values: values.as_object().unwrap().clone(),
+                pending_filters: None,
             },
             hash: "h".into(),
             prior,
@@ -694,6 +769,160 @@ mod tests {
             decide(&s, &target, &c, Some(&two)),
             Decision::Fail { .. }
         ));
+    }
+
+    /// Mode update on Contact with a model filter on `age` (1) and a target filter on
+    /// `Status__c` (2), combined by `logic`.
+    fn filtered_sync(logic: Option<&str>) -> CompiledSync {
+        let mut document = json!({
+            "name": "s", "mode": "update",
+            "target": {"connection_id": Uuid::nil(), "object": "Contact"},
+            "identity": {"source": {"model_id": Uuid::nil(), "field": "email"}, "target": "Email", "function": "Equality"},
+            "fields": [{"target": "LastName", "source": {"model_id": Uuid::nil(), "field": "name"}}],
+            "filters": [
+                {"field_id": "age", "function": "GreaterThanEqual", "value": 18},
+                {"field_id": "Status__c", "field_type": "Target", "function": "StringOneOf", "value": ["Open", "Working"]}
+            ],
+            "schedule": {"frequency": "manual"}
+        });
+        if let Some(logic) = logic {
+            document["filter_logic"] = json!(logic);
+        }
+        let document: SyncDocument = serde_json::from_value(document).unwrap();
+        let model = ModelInfo {
+            id: Uuid::nil(),
+            fields: ["email", "name", "age"]
+                .iter()
+                .map(|n| ModelFieldRef {
+                    id: n.to_string(),
+                    name: n.to_string(),
+                })
+                .collect(),
+            identifier: Some("email".into()),
+        };
+        compile(&document, &model).unwrap()
+    }
+
+    fn waiting(pending: Option<Vec<Option<bool>>>) -> Candidate {
+        let mut c = candidate(json!({"LastName": "Ann"}), None);
+        c.row.pending_filters = pending;
+        c
+    }
+
+    #[test]
+    fn target_filters_test_the_matched_record() {
+        let s = filtered_sync(None);
+        let t = TargetInfo::default();
+        assert!(needs_current_values(&s, &t), "every row is looked up");
+        assert!(
+            !needs_mapped_values(&s, &t),
+            "only the filter fields are read"
+        );
+        // The model filter passed; the target filter decides.
+        let c = waiting(Some(vec![Some(true), None]));
+        let open = [record(
+            json!({"Id": "003000000000001AAA", "status__c": "Open"}),
+        )];
+        assert!(matches!(
+            decide(&s, &t, &c, Some(&open)),
+            Decision::Write {
+                operation: Operation::Update,
+                ..
+            }
+        ));
+        for current in [json!("Closed"), json!(null)] {
+            let closed = [record(
+                json!({"Id": "003000000000001AAA", "Status__c": current}),
+            )];
+            let decision = decide(&s, &t, &c, Some(&closed));
+            let Decision::Skip { reason, id } = decision else {
+                panic!("{current}: {decision:?}")
+            };
+            assert_eq!(reason, SkipReason::TargetFiltered);
+            assert_eq!(id.as_deref(), Some("003000000000001AAA"));
+            assert!(reason.excluded_by_filter() && !reason.is_warning());
+        }
+        // A field missing from the record is tested as null.
+        let bare = [record(json!({"Id": "003000000000001AAA"}))];
+        assert!(matches!(
+            decide(&s, &t, &c, Some(&bare)),
+            Decision::Skip {
+                reason: SkipReason::TargetFiltered,
+                ..
+            }
+        ));
+        // No record: unmatched as before (a warning, retried next run).
+        assert!(matches!(
+            decide(&s, &t, &c, Some(&[])),
+            Decision::Skip {
+                reason: SkipReason::Unmatched,
+                ..
+            }
+        ));
+        // Without a looked-up record the filters cannot be tested: not written.
+        let mut known = waiting(Some(vec![Some(true), None]));
+        known.prior = Some(LedgerEntry::new(
+            "a@x.com",
+            Some("h0".into()),
+            Some("003000000000001AAA".into()),
+            "updated",
+            None,
+        ));
+        assert!(matches!(
+            decide(&s, &t, &known, None),
+            Decision::Skip {
+                reason: SkipReason::TargetFiltered,
+                ..
+            }
+        ));
+        // A row the model filters already let through is written whatever the target holds.
+        let decided = waiting(None);
+        let closed = [record(
+            json!({"Id": "003000000000001AAA", "Status__c": "Closed"}),
+        )];
+        assert!(matches!(
+            decide(&s, &t, &decided, Some(&closed)),
+            Decision::Write { .. }
+        ));
+    }
+
+    #[test]
+    fn filter_logic_mixes_model_and_target_filters() {
+        // "1 OR NOT 2": adults always; minors only where the record is neither Open nor
+        // Working. Mapping kept the minor waiting with filter 1 false.
+        let s = filtered_sync(Some("1 OR NOT 2"));
+        let minor = Some(vec![Some(false), None]);
+        let status = |value: &str| {
+            [record(
+                json!({"Id": "003000000000001AAA", "Status__c": value}),
+            )]
+        };
+        let decide_with = |value: &str| {
+            decide(
+                &s,
+                &TargetInfo::default(),
+                &waiting(minor.clone()),
+                Some(&status(value)),
+            )
+        };
+        assert!(matches!(decide_with("Closed"), Decision::Write { .. }));
+        assert!(matches!(
+            decide_with("Open"),
+            Decision::Skip {
+                reason: SkipReason::TargetFiltered,
+                ..
+            }
+        ));
+        // The function alone, with values from anywhere (the database path).
+        let closed = json!("Closed");
+        let working = json!("Working");
+        assert!(passes_target_filters(&s, minor.as_deref(), |_| Some(
+            &closed
+        )));
+        assert!(!passes_target_filters(&s, minor.as_deref(), |_| Some(
+            &working
+        )));
+        assert!(passes_target_filters(&s, None, |_| Some(&working)));
     }
 
     #[test]

@@ -1358,6 +1358,11 @@ impl Run {
             "records",
             json!({"identity": identity, "id": id, "operation": "skip", "message": reason.message()}),
         );
+        if reason.excluded_by_filter() {
+            // Like a row a model filter drops: not in the total, ledger left as it was.
+            self.counts.total -= 1;
+            return;
+        }
         if test {
             return;
         }

@@ -247,6 +247,13 @@ impl Mode {
         !matches!(self, Mode::Create)
     }
 
+    /// Whether the mode takes target filters on `object` (`update` only, where every row
+    /// written matches an existing record whose current values are tested; not for
+    /// `multi:leadOrContact`).
+    pub fn supports_target_filters(self, object: &str) -> bool {
+        self == Mode::Update && object != LEAD_OR_CONTACT
+    }
+
     /// The API spelling.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -609,11 +616,40 @@ pub struct FieldMap {
     pub create_only: bool,
 }
 
+/// What a filter reads (`filters[].field_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterFieldType {
+    /// A model field, tested as rows are read (the default).
+    Model,
+    /// A field of the target record the row's identity matches, tested on its current
+    /// value once the target has been read (mode `update` only: every row written is
+    /// matched to an existing record, so "the record's current value" always exists).
+    Target,
+}
+
+impl FilterFieldType {
+    /// Parses `filters[index].field_type` (absent or empty: `Model`; case-insensitive).
+    pub fn parse(field_type: Option<&str>, index: usize) -> Result<FilterFieldType, FieldError> {
+        match field_type.map(str::trim) {
+            None | Some("") => Ok(FilterFieldType::Model),
+            Some(text) if text.eq_ignore_ascii_case("Model") => Ok(FilterFieldType::Model),
+            Some(text) if text.eq_ignore_ascii_case("Target") => Ok(FilterFieldType::Target),
+            Some(other) => Err(FieldError::new(
+                format!("filters[{index}].field_type"),
+                format!("'{other}' is not accepted (accepted: Model, Target)"),
+            )),
+        }
+    }
+}
+
 /// A compiled filter.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Filter {
-    /// Model field.
+    /// The model field, or for a target filter the target field (a Salesforce field or a
+    /// table column).
     pub field: String,
+    /// What `field` names.
+    pub field_type: FilterFieldType,
     /// Function.
     pub function: FilterFunction,
     /// Comparison value.
@@ -650,7 +686,8 @@ pub struct CompiledSync {
     pub identity_target: Option<String>,
     /// Mappings (fields, then override_fields).
     pub fields: Vec<FieldMap>,
-    /// Filters.
+    /// Filters, model and target ones in the document's order (`filter_logic` numbers
+    /// them from 1).
     pub filters: Vec<Filter>,
     /// Logic over the filters (default: all must hold).
     pub filter_logic: Option<FilterLogic>,
@@ -662,6 +699,29 @@ pub struct CompiledSync {
     pub sync_all_records: bool,
     /// First run records the baseline only.
     pub skip_initial_backfill: bool,
+}
+
+impl CompiledSync {
+    /// Whether a filter tests the target record's current values (which the run then reads
+    /// for every row it may write).
+    pub fn has_target_filters(&self) -> bool {
+        self.filters
+            .iter()
+            .any(|f| f.field_type == FilterFieldType::Target)
+    }
+
+    /// The target fields the target filters test, each once (as first written).
+    pub fn target_filter_fields(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for filter in &self.filters {
+            if filter.field_type == FilterFieldType::Target
+                && !names.iter().any(|n| n.eq_ignore_ascii_case(&filter.field))
+            {
+                names.push(&filter.field);
+            }
+        }
+        names
+    }
 }
 
 /// A model field the sync may reference: its stable id and its name.
@@ -771,10 +831,6 @@ pub fn compile(document: &SyncDocument, model: &ModelInfo) -> Result<CompiledSyn
             "target.search_values",
         ),
         (
-            document.target.filter_logic.is_some(),
-            "target.filter_logic",
-        ),
-        (
             document.encryption_passphrase.is_some(),
             "encryption_passphrase",
         ),
@@ -789,6 +845,18 @@ pub fn compile(document: &SyncDocument, model: &ModelInfo) -> Result<CompiledSyn
                 "is not supported yet for Salesforce targets",
             ));
         }
+    }
+    if document
+        .target
+        .filter_logic
+        .as_deref()
+        .is_some_and(|logic| !logic.trim().is_empty())
+    {
+        return Err(FieldError::new(
+            "target.filter_logic",
+            "is not supported: give the expression in filter_logic, whose numbers may refer \
+             to model and target filters alike (e.g. \"1 AND 2\")",
+        ));
     }
     if object == LEAD_OR_CONTACT && mode == Mode::Remove {
         return Err(FieldError::new(
@@ -942,21 +1010,19 @@ pub fn compile(document: &SyncDocument, model: &ModelInfo) -> Result<CompiledSyn
     let mut filters = Vec::new();
     for (index, doc) in document.filters.iter().flatten().enumerate() {
         let path = format!("filters[{index}]");
-        if doc.field_type.as_deref().is_some_and(|t| t == "Target") {
-            return Err(FieldError::new(
-                format!("{path}.field_type"),
-                "target filters are not supported yet (supported: Model)",
-            ));
-        }
-        let field = match (&doc.field, &doc.field_id) {
-            (Some(source), _) => check_source(source, &format!("{path}.field"))?,
-            (None, Some(id)) => resolve_field_id(id, &format!("{path}.field_id"))?,
-            (None, None) => {
-                return Err(FieldError::new(
-                    format!("{path}.field"),
-                    "give a field or a field_id",
-                ));
-            }
+        let field_type = FilterFieldType::parse(doc.field_type.as_deref(), index)?;
+        let field = match field_type {
+            FilterFieldType::Model => match (&doc.field, &doc.field_id) {
+                (Some(source), _) => check_source(source, &format!("{path}.field"))?,
+                (None, Some(id)) => resolve_field_id(id, &format!("{path}.field_id"))?,
+                (None, None) => {
+                    return Err(FieldError::new(
+                        format!("{path}.field"),
+                        "give a field or a field_id",
+                    ));
+                }
+            },
+            FilterFieldType::Target => target_filter_field(doc, &path, mode, object)?,
         };
         let function = FilterFunction::parse(&doc.function)
             .map_err(|message| FieldError::new(format!("{path}.function"), message))?;
@@ -965,6 +1031,7 @@ pub fn compile(document: &SyncDocument, model: &ModelInfo) -> Result<CompiledSyn
             .map_err(|message| FieldError::new(format!("{path}.value"), message))?;
         filters.push(Filter {
             field,
+            field_type,
             function,
             value: doc.value.clone(),
         });
@@ -1023,6 +1090,49 @@ pub fn compile(document: &SyncDocument, model: &ModelInfo) -> Result<CompiledSyn
         sync_all_records: document.sync_all_records.unwrap_or(false),
         skip_initial_backfill: document.skip_initial_backfill.unwrap_or(false),
     })
+}
+
+/// The target field a `field_type: Target` filter names, after checking the sync can run
+/// it: mode `update` only (each row written matches an existing record whose current value
+/// is tested; in `updateOrCreate` a row may match nothing, and `create` and `remove` do not
+/// write over existing values), and not for `multi:leadOrContact`.
+fn target_filter_field(
+    doc: &FilterDoc,
+    path: &str,
+    mode: Mode,
+    object: &str,
+) -> Result<String, FieldError> {
+    if object == LEAD_OR_CONTACT {
+        return Err(FieldError::new(
+            format!("{path}.field_type"),
+            "target filters are not supported for multi:leadOrContact (accepted: Model)",
+        ));
+    }
+    if !mode.supports_target_filters(object) {
+        return Err(FieldError::new(
+            format!("{path}.field_type"),
+            format!(
+                "target filters need mode update, where each row written matches an existing \
+                 record whose current value is tested (accepted in mode {}: Model)",
+                mode.as_str()
+            ),
+        ));
+    }
+    if doc.field.is_some() {
+        return Err(FieldError::new(
+            format!("{path}.field"),
+            "a target filter names the target field in field_id (field refers to a model \
+             field)",
+        ));
+    }
+    match doc.field_id.as_deref().map(str::trim) {
+        Some(name) if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(FieldError::new(
+            format!("{path}.field_id"),
+            "name the target field the filter tests (e.g. LeadSource, or a column of the \
+             table)",
+        )),
+    }
 }
 
 /// What validation needs from a Salesforce describe: each field's name and whether it can
@@ -1120,6 +1230,18 @@ pub fn check_target_fields(
                     "'{}' cannot identify {object} records (accepted: {})",
                     field.name,
                     accepted.join(", ")
+                ),
+            ));
+        }
+    }
+    for (index, filter) in sync.filters.iter().enumerate() {
+        if filter.field_type == FilterFieldType::Target && find(&filter.field).is_none() {
+            return Err(FieldError::new(
+                format!("filters[{index}].field_id"),
+                format!(
+                    "'{}' is not a field of {object} (a target filter tests a field of the \
+                     target object)",
+                    filter.field
                 ),
             ));
         }
@@ -1222,6 +1344,12 @@ impl DatabaseMode {
     /// where the existing row holds NULL); insert-only modes write every column anyway.
     pub fn supports_field_sync_mode(self) -> bool {
         matches!(self, DatabaseMode::Update | DatabaseMode::UpdateOrCreate)
+    }
+
+    /// Whether the mode takes target filters (`update` only: every row written matches an
+    /// existing row whose current values are tested).
+    pub fn supports_target_filters(self) -> bool {
+        self == DatabaseMode::Update
     }
 
     /// Whether the identity column needs a unique index (upserts rely on it).
@@ -1426,6 +1554,19 @@ pub fn compile_database(
         ));
     }
     let mode = DatabaseMode::parse(&document.mode)?;
+    for (index, filter) in document.filters.iter().flatten().enumerate() {
+        let field_type = FilterFieldType::parse(filter.field_type.as_deref(), index)?;
+        if field_type == FilterFieldType::Target && !mode.supports_target_filters() {
+            return Err(FieldError::new(
+                format!("filters[{index}].field_type"),
+                format!(
+                    "target filters need mode update, where each row written matches an \
+                     existing row whose current value is tested (accepted in mode {}: Model)",
+                    mode.as_str()
+                ),
+            ));
+        }
+    }
     let (table, create) = database_table(document, type_id)?;
     if document.target.search_values.is_some() {
         return Err(FieldError::new(
@@ -1624,6 +1765,36 @@ mod database_tests {
             let error = compile_database(&document, &model(), type_id).unwrap_err();
             assert_eq!(error.field, field, "{error:?}");
         }
+        // Target filters: mode update only, named with the database mode given.
+        for (mode, accepted) in [
+            ("update", true),
+            ("updateOrCreate", false),
+            ("append", false),
+        ] {
+            let mut value = document(mode, json!({"connection_id": connection(), "object": "t"}));
+            value.filters = Some(vec![
+                serde_json::from_value(json!({"field_id": "status", "field_type": "Target",
+                    "function": "Equality", "value": "open"}))
+                .unwrap(),
+            ]);
+            match compile_database(&value, &model(), "sqlite") {
+                Ok((sync, database)) => {
+                    assert!(accepted, "{mode}");
+                    assert!(database.mode.supports_target_filters());
+                    assert_eq!(sync.target_filter_fields(), vec!["status"]);
+                }
+                Err(error) => {
+                    assert!(!accepted, "{mode}: {error:?}");
+                    assert_eq!(error.field, "filters[0].field_type");
+                    assert!(
+                        error
+                            .message
+                            .contains(&format!("accepted in mode {mode}: Model")),
+                        "{error:?}"
+                    );
+                }
+            }
+        }
         let mut without_identity = document(
             "remove",
             json!({"connection_id": connection(), "object": "t"}),
@@ -1808,5 +1979,140 @@ mod tests {
         ];
         let error = check_target_fields(&doc, &sync, &fields).unwrap_err();
         assert_eq!(error.field, "identity.target");
+    }
+
+    /// `base()` in mode update with a model filter (1) and a target filter (2).
+    fn with_target_filter() -> Value {
+        let mut value = base();
+        value["mode"] = json!("update");
+        value["filters"] = json!([
+            {"field_id": "id-age", "function": "GreaterThan", "value": 17},
+            {"field_id": "Status__c", "field_type": "Target", "function": "Equality", "value": "Open"}
+        ]);
+        value["filter_logic"] = json!("1 OR 2");
+        value
+    }
+
+    #[test]
+    fn target_filters_compile_in_mode_update() {
+        let sync = compile(&document(with_target_filter()), &model()).expect("compiles");
+        assert_eq!(sync.filters.len(), 2);
+        assert_eq!(sync.filters[0].field_type, FilterFieldType::Model);
+        assert_eq!(sync.filters[1].field_type, FilterFieldType::Target);
+        assert_eq!(sync.filters[1].field, "Status__c");
+        assert!(sync.has_target_filters());
+        assert_eq!(sync.target_filter_fields(), vec!["Status__c"]);
+        // filter_logic numbers model and target filters alike.
+        assert_eq!(
+            sync.filter_logic,
+            Some(FilterLogic::parse("1 OR 2", 2).unwrap())
+        );
+        // Spelled in any case; an empty field_type is a model filter.
+        let mut value = with_target_filter();
+        value["filters"][1]["field_type"] = json!("target");
+        value["filters"][0]["field_type"] = json!("");
+        let sync = compile(&document(value), &model()).expect("compiles");
+        assert_eq!(sync.filters[0].field_type, FilterFieldType::Model);
+        assert_eq!(sync.filters[1].field_type, FilterFieldType::Target);
+        // No target filter: nothing changes.
+        let sync = compile(&document(base()), &model()).unwrap();
+        assert!(!sync.has_target_filters());
+        assert!(sync.target_filter_fields().is_empty());
+    }
+
+    #[test]
+    fn target_filters_are_refused_where_they_cannot_run() {
+        for mode in ["updateOrCreate", "create", "remove"] {
+            let mut value = with_target_filter();
+            value["mode"] = json!(mode);
+            let error = compile(&document(value), &model()).unwrap_err();
+            assert_eq!(error.field, "filters[1].field_type", "{mode}: {error:?}");
+            assert!(
+                error.message.contains("mode update")
+                    && error
+                        .message
+                        .contains(&format!("accepted in mode {mode}: Model")),
+                "{error:?}"
+            );
+        }
+        let mut value = with_target_filter();
+        value["target"]["object"] = json!(LEAD_OR_CONTACT);
+        let error = compile(&document(value), &model()).unwrap_err();
+        assert_eq!(error.field, "filters[1].field_type");
+        assert!(error.message.contains("multi:leadOrContact"));
+        let cases = [
+            (
+                json!({"field_type": "Source"}),
+                "filters[1].field_type",
+                "Model, Target",
+            ),
+            (
+                json!({"field": {"model_id": Uuid::nil(), "field": "age"}}),
+                "filters[1].field",
+                "field_id",
+            ),
+            (
+                json!({"field_id": " "}),
+                "filters[1].field_id",
+                "target field",
+            ),
+            (json!({"value": null}), "filters[1].value", "required"),
+            (
+                json!({"function": "Sometimes"}),
+                "filters[1].function",
+                "supported",
+            ),
+        ];
+        for (patch, field, says) in cases {
+            let mut value = with_target_filter();
+            for (key, v) in patch.as_object().unwrap() {
+                value["filters"][1][key] = v.clone();
+            }
+            let error = compile(&document(value), &model()).unwrap_err();
+            assert_eq!(error.field, field, "{error:?}");
+            assert!(error.message.contains(says), "{error:?}");
+        }
+        let mut value = with_target_filter();
+        value["filter_logic"] = json!("1 AND 3");
+        let error = compile(&document(value), &model()).unwrap_err();
+        assert_eq!(error.field, "filter_logic");
+        // target.filter_logic: the expression belongs in filter_logic.
+        let mut value = with_target_filter();
+        value["target"]["filter_logic"] = json!("2");
+        let error = compile(&document(value), &model()).unwrap_err();
+        assert_eq!(error.field, "target.filter_logic");
+        assert!(error.message.contains("filter_logic"));
+        let mut value = with_target_filter();
+        value["target"]["filter_logic"] = json!("");
+        compile(&document(value), &model()).expect("an empty target.filter_logic is absent");
+    }
+
+    #[test]
+    fn target_filter_fields_must_exist_on_the_object() {
+        let doc = document(with_target_filter());
+        let sync = compile(&doc, &model()).unwrap();
+        let field = |name: &str, identity: bool| TargetFieldInfo {
+            name: name.into(),
+            createable: true,
+            updateable: true,
+            identity,
+            reference: false,
+            filterable: true,
+            relationship: None,
+        };
+        let mut fields = vec![
+            field("Email", true),
+            field("LastName", false),
+            field("LeadSource", false),
+        ];
+        let error = check_target_fields(&doc, &sync, &fields).unwrap_err();
+        assert_eq!(error.field, "filters[1].field_id");
+        assert!(
+            error
+                .message
+                .contains("'Status__c' is not a field of Contact")
+        );
+        fields.push(field("status__c", false));
+        check_target_fields(&doc, &sync, &fields).expect("matched case-insensitively");
     }
 }

@@ -39,7 +39,7 @@ use ferry_salesforce::{
 };
 use serde_json::{Map, Value};
 
-use crate::plan::{Operation, TargetInfo, needs_current_values, upserts_without_lookup};
+use crate::plan::{Operation, TargetInfo, needs_mapped_values, upserts_without_lookup};
 use crate::spec::{CompiledSync, Mode};
 use crate::write_jobs::{JobApi, JobLog};
 
@@ -101,7 +101,9 @@ impl SalesforceTarget {
 
     /// Like [`SalesforceTarget::prepare`] for a named object (`Contact` and `Lead` of a
     /// Lead-or-Contact sync). Lead lookups of a Lead-or-Contact sync also read
-    /// `IsConverted` and `ConvertedContactId`.
+    /// `IsConverted` and `ConvertedContactId`. The fields target filters test ride on the
+    /// identity lookup (same query, no extra call); a filter field the object no longer
+    /// has fails the run with its name.
     pub async fn prepare_object(
         client: SalesforceClient,
         sync: &CompiledSync,
@@ -135,13 +137,22 @@ impl SalesforceTarget {
         if let Some(field) = identity {
             add(&field.name);
         }
-        if needs_current_values(sync, &info) {
+        if needs_mapped_values(sync, &info) {
             for field in &sync.fields {
                 add(&field.target);
             }
             if info.is_lead {
                 add("IsConverted");
             }
+        }
+        for name in sync.target_filter_fields() {
+            if describe_field(&describe, name).is_none() {
+                return Err(SalesforceError::InvalidInput(format!(
+                    "the target filter field '{name}' is no longer a field of {}",
+                    describe.name
+                )));
+            }
+            add(name);
         }
         if sync.object == crate::spec::LEAD_OR_CONTACT && info.is_lead {
             add("IsConverted");

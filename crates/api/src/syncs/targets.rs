@@ -35,7 +35,8 @@ use ferry_engine::db_target::{
     self, ColumnClass, DatabaseTarget, Dialect, NewColumn, TableInfo, TargetConnection,
 };
 use ferry_engine::spec::{
-    DATABASE_TARGET_TYPES, DatabaseMode, LEAD_OR_CONTACT, SyncDocument, TableName, compile_database,
+    DATABASE_TARGET_TYPES, DatabaseMode, LEAD_OR_CONTACT, Mode, SyncDocument, TableName,
+    compile_database,
 };
 use ferry_engine::{CompiledSync, RunTarget};
 use ferry_store::{Connection, SyncWrite};
@@ -110,6 +111,11 @@ pub fn polytomic_type(salesforce_type: &str) -> &'static str {
     }
 }
 
+/// Whether a sync of `object` in `mode` takes target filters (the engine's rule).
+fn target_filters(mode: &str, object: &str) -> bool {
+    Mode::parse(mode).is_ok_and(|mode| mode.supports_target_filters(object))
+}
+
 fn is_identity(field: &FieldDescribe) -> bool {
     field.name == "Id" || field.external_id || field.id_lookup
 }
@@ -130,13 +136,19 @@ async fn target_objects(
         ApiError::unprocessable(format!("could not list Salesforce objects: {error}"))
             .with_metadata("reason", "salesforce")
     })?;
-    let modes: Vec<Value> = MODES
-        .iter()
-        .map(|(mode, _, _, requires_identity)| {
-            json!({"id": mode, "requires_identity": requires_identity,
-                   "supports_target_filters": false, "supports_per_field_mode": true})
-        })
-        .collect();
+    let modes_of = |object: &str| -> Vec<Value> {
+        MODES
+            .iter()
+            .filter(|(mode, ..)| object != LEAD_OR_CONTACT || *mode != "remove")
+            .map(|(mode, _, _, requires_identity)| {
+                json!({"id": mode, "requires_identity": requires_identity,
+                       "supports_target_filters": target_filters(mode, object),
+                       "supports_per_field_mode": true})
+            })
+            .collect()
+    };
+    // Every object but Lead or Contact takes the same modes.
+    let modes = modes_of("Contact");
     let mut objects: Vec<Value> = global
         .sobjects
         .iter()
@@ -144,13 +156,8 @@ async fn target_objects(
         .map(|o| json!({"id": o.name, "name": o.label, "modes": modes}))
         .collect();
     objects.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    let lead_or_contact_modes: Vec<Value> = modes
-        .iter()
-        .filter(|m| m["id"] != "remove")
-        .cloned()
-        .collect();
     objects.push(json!({"id": LEAD_OR_CONTACT, "name": "Lead or Contact",
-                        "modes": lead_or_contact_modes}));
+                        "modes": modes_of(LEAD_OR_CONTACT)}));
     Ok(Json(json!({
         "data": objects,
         "target_creation": {"supported": false, "properties": []},
@@ -267,7 +274,8 @@ async fn target_fields(
         .filter(|(mode, ..)| target != LEAD_OR_CONTACT || *mode != "remove")
         .map(|(mode, label, description, requires_identity)| {
             json!({"mode": mode, "label": label, "description": description,
-                   "requires_identity": requires_identity, "supports_target_filters": false,
+                   "requires_identity": requires_identity,
+                   "supports_target_filters": target_filters(mode, &target),
                    "supports_field_sync_mode": true})
         })
         .collect();
@@ -280,7 +288,7 @@ async fn target_fields(
         "properties": {
             "supports_field_creation": false,
             "supports_identity_field_creation": false,
-            "supports_target_filters": false,
+            "supports_target_filters": target != LEAD_OR_CONTACT,
             "supports_field_type_selection": false,
             "supports_field_encryption": false,
             "target_creator": false,
@@ -358,7 +366,7 @@ fn database_modes_brief() -> Vec<Value> {
         .iter()
         .map(|mode| {
             json!({"id": mode.as_str(), "requires_identity": mode.requires_identity(),
-                   "supports_target_filters": false,
+                   "supports_target_filters": mode.supports_target_filters(),
                    "supports_per_field_mode": mode.supports_field_sync_mode()})
         })
         .collect()
@@ -440,7 +448,7 @@ async fn database_fields(
             json!({"mode": mode.as_str(), "label": mode.as_str(),
                    "description": mode.description(),
                    "requires_identity": mode.requires_identity(),
-                   "supports_target_filters": false,
+                   "supports_target_filters": mode.supports_target_filters(),
                    "supports_field_sync_mode": mode.supports_field_sync_mode()})
         })
         .collect();
@@ -453,7 +461,7 @@ async fn database_fields(
         "properties": {
             "supports_field_creation": false,
             "supports_identity_field_creation": false,
-            "supports_target_filters": false,
+            "supports_target_filters": true,
             "supports_field_type_selection": false,
             "supports_field_encryption": false,
             "target_creator": true,
