@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 /// How many batches a reader may produce before the consumer takes them.
-pub const READ_AHEAD: usize = 2;
+pub const READ_AHEAD: usize = 1;
 
 /// Default batch size for reads.
 pub const DEFAULT_BATCH_SIZE: usize = 1_000;
@@ -411,6 +411,7 @@ where
         fields: None,
         rows: Vec::new(),
         sent: false,
+        slot: None,
     };
     tokio::spawn(async move {
         let errors = batcher.sender.clone();
@@ -447,6 +448,10 @@ pub(crate) struct Batcher {
     fields: Option<Arc<[SourceField]>>,
     rows: Vec<Vec<Value>>,
     sent: bool,
+    /// The channel slot the batch being built will take: a batch is only started once the
+    /// consumer has room for it, so at most [`READ_AHEAD`] batches exist beside the one the
+    /// consumer holds.
+    slot: Option<tokio::sync::mpsc::OwnedPermit<Result<RowBatch, SourceError>>>,
 }
 
 /// The consumer went away; the producer should stop.
@@ -463,6 +468,10 @@ impl Batcher {
     /// Adds a row, sending a full batch (waiting while the consumer is [`READ_AHEAD`]
     /// batches behind).
     pub(crate) async fn push(&mut self, row: Vec<Value>) -> Result<(), Closed> {
+        if self.slot.is_none() {
+            let slot = self.sender.clone().reserve_owned().await;
+            self.slot = Some(slot.map_err(|_| Closed)?);
+        }
         self.rows.push(row);
         if self.rows.len() >= self.batch_size {
             self.flush().await?;
@@ -477,10 +486,14 @@ impl Batcher {
         );
         let fields = self.fields.clone().unwrap_or_else(|| Arc::from(Vec::new()));
         self.sent = true;
-        self.sender
-            .send(Ok(RowBatch { fields, rows }))
-            .await
-            .map_err(|_| Closed)
+        let batch = Ok(RowBatch { fields, rows });
+        match self.slot.take() {
+            Some(slot) => {
+                slot.send(batch);
+                Ok(())
+            }
+            None => self.sender.send(batch).await.map_err(|_| Closed),
+        }
     }
 
     /// Sends the last, partial batch. A read of zero rows sends one empty batch, so the

@@ -118,8 +118,11 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
         })
         .collect::<Result<Vec<_>, MissingField>>()?;
 
-    let mut out = MappedBatch::default();
-    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut out = MappedBatch {
+        rows: Vec::with_capacity(batch.rows.len()),
+        ..MappedBatch::default()
+    };
+    let mut seen: HashMap<String, usize> = HashMap::with_capacity(batch.rows.len());
     let mut results = Vec::with_capacity(filters.len());
     for row in &batch.rows {
         let value_at = |index: usize| row.get(index).unwrap_or(&Value::Null);
@@ -167,7 +170,7 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
             });
             continue;
         };
-        let mut values = Map::new();
+        let mut values = Map::with_capacity(fields.len());
         for (field, source) in &fields {
             let value = match (source, &field.value) {
                 (Some((name, index)), _) => {

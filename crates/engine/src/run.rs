@@ -9,6 +9,9 @@
 //!    concurrency),
 //! 7. turn per-record outcomes into ledger entries, log lines and counts, and commit them.
 //!
+//! Stages 1 and 2 run on a task of their own ([`PreparedWindows`]): the next window is read,
+//! mapped and hashed while the current one is looked up and written.
+//!
 //! `Parallel` Bulk writes can be pipelined: each window's Bulk 2.0 job runs on its own
 //! task, up to [`JOBS_IN_FLIGHT`] of them waiting while the next windows are read and
 //! planned, and their outcomes are recorded in window order ([`Run::complete_oldest`]).
@@ -35,8 +38,8 @@ use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
 use crate::batch::{chunks, sort_by_field};
-use crate::change::{CONFIRMED_OUTCOMES, Change, detect, hash_values};
-use crate::mapping::{MissingField, map_batch};
+use crate::change::{CONFIRMED_OUTCOMES, Change, RowHasher, detect};
+use crate::mapping::{MappedRow, MissingField, RejectedRow, map_batch};
 use crate::plan::{Candidate, Decision, Operation, SkipReason, decide, malformed_references};
 use crate::plan::{Side, decide_lead_or_contact};
 use crate::spec::LEAD_OR_CONTACT;
@@ -281,7 +284,7 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         first_run,
         store,
         target,
-        mut rows,
+        rows,
         cancel,
     } = context;
     let RunTarget::Salesforce(client) = target else {
@@ -306,7 +309,7 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         return canceled;
     }
     let mut run = Run::new(&context);
-    let result = run.run(&context, &mut rows).await;
+    let result = run.run(&context, rows).await;
     // Best effort: the run's own state is already committed window by window.
     if let Err(error) = run.flush(&store).await {
         tracing::warn!(%error, "could not store the last record logs");
@@ -343,6 +346,113 @@ struct Planned {
     omitted: Vec<String>,
     /// Which object it is written to.
     side: Side,
+}
+
+/// One read window after stages 1 and 2: the mapped rows (only the wanted identities when
+/// the run names some) and each row's hash.
+struct PreparedWindow {
+    rows: Vec<MappedRow>,
+    hashes: Vec<String>,
+    rejected: Vec<RejectedRow>,
+    /// Model rows read for this window.
+    read: usize,
+}
+
+/// Stages 1 and 2 on a task of their own: while a window is looked up and written, the
+/// next one (and only that one) is read, mapped and hashed. Dropping this stops the task
+/// (and, through the source's channel, the read).
+struct PreparedWindows {
+    next: Option<tokio::task::JoinHandle<PreparedNext>>,
+    sync: std::sync::Arc<CompiledSync>,
+    identities: Option<std::sync::Arc<HashSet<String>>>,
+}
+
+/// What a preparing task hands back: the source, to read the following window from, and
+/// the window (`None` once the source has ended).
+type PreparedNext = (
+    BoxStream<'static, Result<RowBatch, SourceError>>,
+    Option<Result<PreparedWindow, EngineError>>,
+);
+
+impl PreparedWindows {
+    fn start(context: &Env, rows: BoxStream<'static, Result<RowBatch, SourceError>>) -> Self {
+        let mut windows = PreparedWindows {
+            next: None,
+            sync: std::sync::Arc::new(context.sync.clone()),
+            identities: context.options.identities.clone().map(std::sync::Arc::new),
+        };
+        windows.prepare(rows);
+        windows
+    }
+
+    /// Starts preparing the window after the last one handed out.
+    fn prepare(&mut self, mut rows: BoxStream<'static, Result<RowBatch, SourceError>>) {
+        let sync = self.sync.clone();
+        let identities = self.identities.clone();
+        self.next = Some(tokio::spawn(
+            async move {
+                let prepared = rows.next().await.map(|batch| {
+                    batch
+                        .map_err(EngineError::from)
+                        .and_then(|batch| prepare_window(&sync, identities.as_deref(), batch))
+                });
+                (rows, prepared)
+            }
+            .in_current_span(),
+        ));
+    }
+
+    /// The next window; the one after it is prepared meanwhile.
+    async fn next(&mut self) -> Option<Result<PreparedWindow, EngineError>> {
+        let task = self.next.take()?;
+        let (rows, prepared) = match task.await {
+            Ok(done) => done,
+            Err(error) => return Some(Err(EngineError::Task(error.to_string()))),
+        };
+        match prepared {
+            Some(Ok(window)) => {
+                self.prepare(rows);
+                Some(Ok(window))
+            }
+            // After a failure or the end nothing more is read.
+            other => other,
+        }
+    }
+}
+
+impl Drop for PreparedWindows {
+    fn drop(&mut self) {
+        if let Some(task) = &self.next {
+            task.abort();
+        }
+    }
+}
+
+/// Maps one batch (the batch is freed here) and hashes the rows the run wants.
+fn prepare_window(
+    sync: &CompiledSync,
+    identities: Option<&HashSet<String>>,
+    batch: RowBatch,
+) -> Result<PreparedWindow, EngineError> {
+    let read = batch.rows.len();
+    let mapped = map_batch(sync, &batch)?;
+    drop(batch);
+    let rows: Vec<MappedRow> = match identities {
+        Some(wanted) => mapped
+            .rows
+            .into_iter()
+            .filter(|row| wanted.contains(&row.identity))
+            .collect(),
+        None => mapped.rows,
+    };
+    let mut hasher = RowHasher::new(&sync.object, sync.mode.as_str());
+    let hashes = rows.iter().map(|row| hasher.hash(&row.values)).collect();
+    Ok(PreparedWindow {
+        rows,
+        hashes,
+        rejected: mapped.rejected,
+        read,
+    })
 }
 
 /// The state of a run.
@@ -447,7 +557,7 @@ impl Run {
     async fn run(
         &mut self,
         context: &Env,
-        rows: &mut BoxStream<'static, Result<RowBatch, SourceError>>,
+        rows: BoxStream<'static, Result<RowBatch, SourceError>>,
     ) -> Result<(), EngineError> {
         let target = if context.sync.object == LEAD_OR_CONTACT {
             Targets {
@@ -469,16 +579,17 @@ impl Run {
             }
         };
         let target = track_jobs(context, target).await?;
+        let mut windows = PreparedWindows::start(context, rows);
         let mut window = 0usize;
-        while let Some(batch) = rows.next().await {
+        while let Some(prepared) = windows.next().await {
             if context.cancel.is_cancelled() {
                 // Jobs already sent are still waited for below, so their outcomes count.
                 break;
             }
-            let batch = batch?;
+            let prepared = prepared?;
             window += 1;
-            let span = info_span!("sync_window", window, rows = batch.rows.len());
-            let result = self.window(context, &target, &batch).instrument(span).await;
+            let span = info_span!("sync_window", window, rows = prepared.read);
+            let result = self.window(context, &target, prepared).instrument(span).await;
             if result.is_ok() {
                 while self.in_flight.len() > JOBS_IN_FLIGHT {
                     self.complete_oldest(context, &target).await?;
@@ -520,23 +631,19 @@ impl Run {
         &mut self,
         context: &Env,
         targets: &Targets,
-        batch: &RowBatch,
+        prepared: PreparedWindow,
     ) -> Result<(), EngineError> {
         let sync = &context.sync;
         let options = &context.options;
-        // Stage 2: mapping.
-        let mapped = map_batch(sync, batch)?;
-        for rejected in &mapped.rejected {
+        let PreparedWindow {
+            rows,
+            hashes,
+            rejected,
+            read: _,
+        } = prepared;
+        for rejected in &rejected {
             self.warn(rejected.identity.as_deref(), None, &rejected.message);
         }
-        let rows: Vec<_> = match &options.identities {
-            Some(wanted) => mapped
-                .rows
-                .into_iter()
-                .filter(|row| wanted.contains(&row.identity))
-                .collect(),
-            None => mapped.rows,
-        };
         if rows.is_empty() {
             return Ok(());
         }
@@ -555,11 +662,6 @@ impl Run {
         // not hold as confirmed with the same hash (unchanged rows read nothing back).
         let force = options.resync || options.identities.is_some() || sync.sync_all_records;
         let baseline = sync.skip_initial_backfill && context.first_run && !force;
-        let mode = sync.mode.as_str();
-        let hashes: Vec<String> = rows
-            .iter()
-            .map(|row| hash_values(&sync.object, mode, &row.values))
-            .collect();
         let mut prior: Vec<Option<LedgerEntry>> = Vec::new();
         let mut changed: Vec<bool> = Vec::new();
         if baseline {
