@@ -34,10 +34,13 @@
 //!    For model syncs the successor is written *before* the engine is told to stop (the
 //!    engine settles a stopped run as `canceled` only while it is still `running`); a bulk
 //!    run is told it is interrupted, not canceled. A worker that finds its lease taken
-//!    stops the same way but leaves the job to its new owner, which marks the attempt
-//!    `interrupted` and writes the successor in one transaction (a model-sync engine that
-//!    stops first settles its run `canceled`; the worker then corrects it to
-//!    `interrupted`).
+//!    stops the same way and leaves the job to its new owner; a model-sync worker first
+//!    hands its attempt off (`interrupted` plus the successor, in one transaction,
+//!    conditional on the new owner not having done it yet — whichever comes first writes
+//!    it, the other continues with that successor), so a lost lease never shows
+//!    `canceled` either. A bulk attempt is marked `interrupted` by the new owner.
+//! 5. After a model-sync run that grew its ledger a lot, the ledger table's planner
+//!    statistics are refreshed (`ANALYZE` on PostgreSQL).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -447,13 +450,22 @@ async fn complete(
     }
 }
 
-/// Renews a job's lease every third of it on a task of its own — a run busy on the CPU
-/// between two awaits cannot delay it past the lease — until dropped; `lost` is cancelled
-/// once another claim holds the lease.
+/// Renews a job's lease on a task of its own — a run busy between two awaits cannot delay
+/// it — until dropped; `lost` is cancelled once another claim holds the lease.
+///
+/// Renewals are due every third of the lease, counted from the start of the previous
+/// successful one. One that fails, or does not answer within that third (a stalled
+/// database, a pool with no free connection), is retried at once after a short pause
+/// instead of a whole interval later, so a slow statement costs a retry rather than the
+/// lease. A renewal that lands later than two thirds of the lease after the previous one
+/// is logged: the lease is too short for this machine's or database's stalls.
 struct LeaseKeeper {
     lost: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Pause before retrying a failed renewal (at most a quarter of the renewal interval).
+const RENEWAL_RETRY: Duration = Duration::from_millis(250);
 
 impl LeaseKeeper {
     fn start(state: &AppState, settings: &WorkerSettings, job: &Job) -> LeaseKeeper {
@@ -465,18 +477,45 @@ impl LeaseKeeper {
             settings.lease,
             settings.heartbeat(),
         );
+        let retry = RENEWAL_RETRY.min(every / 4);
         let signal = lost.clone();
         let task = tokio::spawn(
             async move {
+                let mut renewed = tokio::time::Instant::now();
+                let mut next = renewed + every;
                 loop {
-                    tokio::time::sleep(every).await;
-                    match store.heartbeat_job(id, &owner, lease).await {
-                        Ok(true) => {}
-                        Ok(false) => {
+                    tokio::time::sleep_until(next).await;
+                    let attempt = tokio::time::Instant::now();
+                    match tokio::time::timeout(every, store.heartbeat_job(id, &owner, lease)).await
+                    {
+                        Ok(Ok(true)) => {
+                            let gap = attempt.saturating_duration_since(renewed);
+                            if gap > lease * 2 / 3 {
+                                tracing::warn!(
+                                    since_last_ms = millis(gap),
+                                    took_ms = millis(attempt.elapsed()),
+                                    lease_ms = millis(lease),
+                                    "lease renewed late"
+                                );
+                            }
+                            renewed = attempt;
+                            next = attempt + every;
+                        }
+                        Ok(Ok(false)) => {
                             signal.cancel();
                             return;
                         }
-                        Err(error) => tracing::warn!(%error, "heartbeat failed"),
+                        Ok(Err(error)) => {
+                            tracing::warn!(%error, "renewing the lease failed; retrying");
+                            next = tokio::time::Instant::now() + retry;
+                        }
+                        Err(_) => {
+                            tracing::warn!(
+                                timeout_ms = millis(every),
+                                "renewing the lease did not answer in time; retrying"
+                            );
+                            next = tokio::time::Instant::now() + retry;
+                        }
                     }
                 }
             }
@@ -484,6 +523,10 @@ impl LeaseKeeper {
         );
         LeaseKeeper { lost, task }
     }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Drop for LeaseKeeper {
@@ -555,7 +598,10 @@ async fn run_model_sync(
             complete(state, settings, job, "canceled", None).await;
             return "canceled";
         }
-        previous => match store.restart_model_sync_attempt(job.id, owner).await {
+        previous => match store
+            .take_over_model_sync_attempt(job.id, owner, execution.id)
+            .await
+        {
             Ok(Some(next)) => {
                 tracing::info!(
                     previous_execution_id = %execution.id,
@@ -615,6 +661,11 @@ async fn run_model_sync(
     let mut stop: Option<Stop> = None;
     // What a shutdown did before stopping the engine (see `hand_back_model_sync`).
     let mut handed_back: Option<HandBack> = None;
+    // After a lost lease: whether the attempt's hand-off reached the store, and whether a
+    // user's cancel had stopped the run before.
+    let mut handed_off = false;
+    let mut user_canceled = false;
+    let ledger_before = ledger_size(state, sync.id).await;
     let end: RunEnd = loop {
         tokio::select! {
             end = &mut run => break end,
@@ -634,9 +685,11 @@ async fn run_model_sync(
             }
             () = lease.lost.cancelled(), if stop != Some(Stop::LeaseLost) => {
                 tracing::warn!("lost the job's lease; stopping at the next batch boundary");
-                // The new owner marks this attempt `interrupted` together with writing
-                // its successor (marking it here would leave the sync without an
-                // unfinished execution in between).
+                // Before the engine is told to stop (it would settle a still `running`
+                // execution `canceled`): the attempt becomes `interrupted` together with
+                // its successor, unless the new owner did that already.
+                user_canceled = stop == Some(Stop::Canceled);
+                handed_off = hand_off_lost_model_sync(state, job, execution.id).await;
                 stop = Some(Stop::LeaseLost);
                 cancel.cancel();
             }
@@ -651,7 +704,7 @@ async fn run_model_sync(
             }
         }
     };
-    match stop {
+    let outcome = match stop {
         Some(Stop::Shutdown) => {
             let handed_back = match handed_back {
                 Some(HandBack::NotYet) | None if end.status == "canceled" => {
@@ -660,29 +713,32 @@ async fn run_model_sync(
                     let _ = store
                         .transition_execution(execution.id, &["canceled"], "interrupted")
                         .await;
-                    hand_back_model_sync(state, settings, job).await
+                    Some(hand_back_model_sync(state, settings, job).await)
                 }
                 Some(HandBack::NotYet) | None => {
                     // It ended by itself before the stop reached it.
                     let error = (!end.errors.is_empty()).then(|| end.errors.join("; "));
                     complete(state, settings, job, end.status, error.as_deref()).await;
-                    return end.status;
+                    None
                 }
-                Some(done) => done,
+                Some(done) => Some(done),
             };
             match handed_back {
-                HandBack::Superseded => {
+                None => end.status,
+                Some(HandBack::Superseded) => {
                     complete(state, settings, job, "superseded", None).await;
                     "superseded"
                 }
-                _ => {
+                Some(_) => {
                     release(state, settings, job).await;
                     "released"
                 }
             }
         }
         Some(Stop::LeaseLost) => {
-            if end.status == "canceled" {
+            if end.status == "canceled" && !handed_off && !user_canceled {
+                // The hand-off failed (the store did): the engine settled the run
+                // `canceled`; it was interrupted.
                 let _ = store
                     .transition_execution(execution.id, &["canceled"], "interrupted")
                     .await;
@@ -694,7 +750,12 @@ async fn run_model_sync(
             complete(state, settings, job, end.status, error.as_deref()).await;
             end.status
         }
+    };
+    // Once the job is settled (a worker dying here loses nothing).
+    if let Some(before) = ledger_before {
+        refresh_ledger_statistics(state, sync.id, before).await;
     }
+    outcome
 }
 
 /// What a stopping worker did with its model-sync job's execution.
@@ -728,6 +789,56 @@ async fn hand_back_model_sync(state: &AppState, settings: &WorkerSettings, job: 
             tracing::warn!(%error, "could not queue the next execution");
             HandBack::NotYet
         }
+    }
+}
+
+/// Lost lease of a model-sync job: hands the attempt off
+/// ([`ferry_store::JobStore::hand_off_lost_model_sync_attempt`]) before the engine is
+/// stopped. `false` when the store failed (nothing changed).
+async fn hand_off_lost_model_sync(state: &AppState, job: &Job, execution_id: Uuid) -> bool {
+    match state
+        .store()
+        .hand_off_lost_model_sync_attempt(job.id, execution_id)
+        .await
+    {
+        Ok(Some(next)) => {
+            tracing::info!(execution_id = %next.id, "attempt handed off; next execution queued");
+            true
+        }
+        Ok(None) => true,
+        Err(error) => {
+            tracing::warn!(%error, "could not hand the attempt off");
+            false
+        }
+    }
+}
+
+/// Entries in a sync's ledger (`None` when the store cannot say; statistics are then left
+/// to the database).
+async fn ledger_size(state: &AppState, sync_id: Uuid) -> Option<i64> {
+    match state.store().count_ledger_entries(sync_id).await {
+        Ok(count) => Some(count),
+        Err(error) => {
+            tracing::warn!(%error, "could not count the ledger's entries");
+            None
+        }
+    }
+}
+
+/// After a run: when it grew the sync's ledger a lot
+/// ([`ferry_store::ledger::needs_fresh_statistics`]), refreshes the ledger table's planner
+/// statistics (PostgreSQL), so the next run's ledger reads do not depend on autovacuum
+/// having noticed.
+async fn refresh_ledger_statistics(state: &AppState, sync_id: Uuid, before: i64) {
+    let Some(after) = ledger_size(state, sync_id).await else {
+        return;
+    };
+    if !ferry_store::ledger::needs_fresh_statistics(before, after) {
+        return;
+    }
+    match state.store().analyze_ledger().await {
+        Ok(()) => tracing::info!(before, after, "ledger statistics refreshed"),
+        Err(error) => tracing::warn!(%error, "could not refresh the ledger's statistics"),
     }
 }
 

@@ -265,6 +265,31 @@ pub trait JobStore {
     /// at it, in one transaction. `None` when another execution of the sync started in the
     /// meantime (the job is then superseded) or the caller lost the lease.
     async fn restart_model_sync_attempt(&self, id: Uuid, owner: &str) -> Result<Option<Execution>>;
+    /// [`JobStore::restart_model_sync_attempt`] for a takeover that found the job at
+    /// `claimed_execution_id`: when the job has moved on to a successor that never ran
+    /// (`created`: the previous owner handed the attempt off in the meantime,
+    /// [`JobStore::hand_off_lost_model_sync_attempt`]), that successor is returned
+    /// unchanged instead of being replaced.
+    async fn take_over_model_sync_attempt(
+        &self,
+        id: Uuid,
+        owner: &str,
+        claimed_execution_id: Uuid,
+    ) -> Result<Option<Execution>>;
+    /// A worker that lost a model-sync job's lease hands its attempt off before stopping
+    /// its run: when the job still points at `execution_id` (its new owner has not
+    /// restarted it yet) and that execution is unfinished and not being canceled, it is
+    /// marked `interrupted` and its successor written, exactly as the new owner's
+    /// [`JobStore::take_over_model_sync_attempt`] would (whichever comes first does it; the
+    /// other finds it done). No lease is needed: the write is conditional on the job
+    /// still being at that attempt. Returns the successor, or `None` when there was
+    /// nothing to hand off. The run stopped afterwards can then never settle its
+    /// execution `canceled`, and the sync keeps an unfinished execution throughout.
+    async fn hand_off_lost_model_sync_attempt(
+        &self,
+        id: Uuid,
+        execution_id: Uuid,
+    ) -> Result<Option<Execution>>;
     /// Takeover (or clean hand-back) of a bulk-sync job: marks the previous attempt's
     /// execution `interrupted` with `message` (if still unfinished), creates a new
     /// execution with the same type, options and schema list and points the job at it, in
@@ -449,6 +474,89 @@ macro_rules! impl_jobs {
                 .map_err(map_unique("running execution"))?;
                 Ok(id)
             }
+
+            /// Marks a model-sync job's attempt `interrupted` (if still unfinished), writes
+            /// its successor (`created`, same type) and points the job at it; `None` when
+            /// another unfinished execution of the sync exists (the caller rolls back).
+            async fn replace_attempt(
+                tx: &mut sqlx::Transaction<'static, <$store as crate::syncs::StoreDb>::Db>,
+                id: Uuid,
+                sync_id: Uuid,
+                previous: &str,
+                execution_type: &str,
+                now: i64,
+            ) -> Result<Option<Uuid>> {
+                sqlx::query(
+                    "UPDATE sync_executions SET status = 'interrupted', updated_at = $2, \
+                     completed_at = COALESCE(completed_at, $2) WHERE id = $1 \
+                     AND status IN ('created', 'queued', 'running', 'canceling')",
+                )
+                .bind(previous)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                let execution_id = match Self::insert_execution(tx, sync_id, execution_type).await {
+                    Ok(execution_id) => execution_id,
+                    Err(StoreError::AlreadyExists { .. }) => return Ok(None),
+                    Err(error) => return Err(error),
+                };
+                sqlx::query("UPDATE jobs SET execution_id = $2, updated_at = $3 WHERE id = $1")
+                    .bind(id.to_string())
+                    .bind(execution_id.to_string())
+                    .bind(now)
+                    .execute(&mut **tx)
+                    .await?;
+                Ok(Some(execution_id))
+            }
+
+            /// `restart_model_sync_attempt` and `take_over_model_sync_attempt`.
+            async fn restart_model_sync(
+                &self,
+                id: Uuid,
+                owner: &str,
+                claimed: Option<Uuid>,
+            ) -> Result<Option<Execution>> {
+                let mut tx = self.begin_write().await?;
+                // The job row is locked (PostgreSQL; SQLite holds the write lock) so a
+                // takeover and a hand-off by the attempt's previous owner
+                // (`hand_off_lost_model_sync_attempt`) happen one after the other.
+                let row = sqlx::query(&format!(
+                    "SELECT j.subject_id, j.execution_id, e.execution_type, e.status FROM jobs j \
+                     JOIN sync_executions e ON e.id = j.execution_id \
+                     WHERE j.id = $1 AND j.lease_owner = $2 AND j.status = 'running'{}",
+                    <$store as ClaimDialect>::LOCK_ROW
+                ))
+                .bind(id.to_string())
+                .bind(owner)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                let sync_id = parse_uuid(&row.try_get::<String, _>("subject_id")?)?;
+                let previous: String = row.try_get("execution_id")?;
+                let status: String = row.try_get("status")?;
+                if status == "created"
+                    && claimed.is_some_and(|claimed| claimed.to_string() != previous)
+                {
+                    // A takeover finding that the previous owner handed the attempt off
+                    // already: its successor, which never ran, is the one to continue.
+                    tx.rollback().await?;
+                    return self.execution(sync_id, parse_uuid(&previous)?).await.map(Some);
+                }
+                let execution_type: String = row.try_get("execution_type")?;
+                let now = now();
+                let Some(execution_id) =
+                    Self::replace_attempt(&mut tx, id, sync_id, &previous, &execution_type, now)
+                        .await?
+                else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
+                tx.commit().await?;
+                self.execution(sync_id, execution_id).await.map(Some)
+            }
         }
 
         #[async_trait]
@@ -622,6 +730,9 @@ macro_rules! impl_jobs {
             }
 
             async fn heartbeat_job(&self, id: Uuid, owner: &str, lease: Duration) -> Result<bool> {
+                // The lease runs from when the renewal reaches the database, not from
+                // before a connection was free (a wait for the pool must not shorten it).
+                let mut connection = self.pool.acquire().await?;
                 let now = now();
                 let result = sqlx::query(
                     "UPDATE jobs SET lease_expires_at = $3, heartbeat_at = $4, updated_at = $4 \
@@ -631,7 +742,7 @@ macro_rules! impl_jobs {
                 .bind(owner)
                 .bind(now.saturating_add(lease_millis(lease)))
                 .bind(now)
-                .execute(&self.pool)
+                .execute(&mut *connection)
                 .await?;
                 Ok(result.rows_affected() == 1)
             }
@@ -691,14 +802,33 @@ macro_rules! impl_jobs {
                 id: Uuid,
                 owner: &str,
             ) -> Result<Option<Execution>> {
+                self.restart_model_sync(id, owner, None).await
+            }
+
+            async fn take_over_model_sync_attempt(
+                &self,
+                id: Uuid,
+                owner: &str,
+                claimed_execution_id: Uuid,
+            ) -> Result<Option<Execution>> {
+                self.restart_model_sync(id, owner, Some(claimed_execution_id)).await
+            }
+
+            async fn hand_off_lost_model_sync_attempt(
+                &self,
+                id: Uuid,
+                execution_id: Uuid,
+            ) -> Result<Option<Execution>> {
                 let mut tx = self.begin_write().await?;
-                let row = sqlx::query(
-                    "SELECT j.subject_id, j.execution_id, e.execution_type FROM jobs j \
+                let row = sqlx::query(&format!(
+                    "SELECT j.subject_id, e.execution_type FROM jobs j \
                      JOIN sync_executions e ON e.id = j.execution_id \
-                     WHERE j.id = $1 AND j.lease_owner = $2 AND j.status = 'running'",
-                )
+                     WHERE j.id = $1 AND j.execution_id = $2 AND j.status <> 'done' \
+                     AND e.status IN ('created', 'queued', 'running'){}",
+                    <$store as ClaimDialect>::LOCK_ROW
+                ))
                 .bind(id.to_string())
-                .bind(owner)
+                .bind(execution_id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(row) = row else {
@@ -706,35 +836,17 @@ macro_rules! impl_jobs {
                     return Ok(None);
                 };
                 let sync_id = parse_uuid(&row.try_get::<String, _>("subject_id")?)?;
-                let previous: String = row.try_get("execution_id")?;
                 let execution_type: String = row.try_get("execution_type")?;
-                let now = now();
-                sqlx::query(
-                    "UPDATE sync_executions SET status = 'interrupted', updated_at = $2, \
-                     completed_at = COALESCE(completed_at, $2) WHERE id = $1 \
-                     AND status IN ('created', 'queued', 'running', 'canceling')",
-                )
-                .bind(&previous)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                let execution_id =
-                    match Self::insert_execution(&mut tx, sync_id, &execution_type).await {
-                        Ok(execution_id) => execution_id,
-                        Err(StoreError::AlreadyExists { .. }) => {
-                            tx.rollback().await?;
-                            return Ok(None);
-                        }
-                        Err(error) => return Err(error),
-                    };
-                sqlx::query("UPDATE jobs SET execution_id = $2, updated_at = $3 WHERE id = $1")
-                    .bind(id.to_string())
-                    .bind(execution_id.to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                let previous = execution_id.to_string();
+                let Some(next) =
+                    Self::replace_attempt(&mut tx, id, sync_id, &previous, &execution_type, now())
+                        .await?
+                else {
+                    tx.rollback().await?;
+                    return Ok(None);
+                };
                 tx.commit().await?;
-                self.execution(sync_id, execution_id).await.map(Some)
+                self.execution(sync_id, next).await.map(Some)
             }
 
             async fn restart_bulk_sync_attempt(

@@ -100,6 +100,35 @@ pub trait LedgerStore {
     async fn count_ledger_entries(&self, sync_id: Uuid) -> Result<i64>;
     /// Removes every entry of a sync.
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()>;
+    /// Refreshes the planner statistics of the ledger table, for after a run added many
+    /// entries ([`needs_fresh_statistics`]). PostgreSQL: `ANALYZE sync_ledger`, so the next
+    /// run's ledger reads are planned for the table's real size instead of waiting for
+    /// autovacuum to notice the growth. SQLite: nothing (its ledger reads probe the primary
+    /// key whatever the statistics say).
+    async fn analyze_ledger(&self) -> Result<()>;
+}
+
+/// Entries a run must add to a sync's ledger for [`needs_fresh_statistics`], however
+/// large the ledger was.
+pub const ANALYZE_AFTER_ENTRIES: i64 = 10_000;
+
+/// Growth of a sync's ledger (in percent of its entries before the run) that also calls
+/// for fresh statistics, once at least [`ANALYZE_MIN_GROWTH`] entries were added.
+pub const ANALYZE_AFTER_GROWTH_PERCENT: i64 = 20;
+
+/// Fewer added entries than this never call for fresh statistics.
+pub const ANALYZE_MIN_GROWTH: i64 = 1_000;
+
+/// Whether a run that took a sync's ledger from `before` to `after` entries should be
+/// followed by [`LedgerStore::analyze_ledger`]: it added more than
+/// [`ANALYZE_AFTER_ENTRIES`], or at least [`ANALYZE_MIN_GROWTH`] and more than
+/// [`ANALYZE_AFTER_GROWTH_PERCENT`] of what was there.
+pub fn needs_fresh_statistics(before: i64, after: i64) -> bool {
+    let added = after.saturating_sub(before);
+    added > ANALYZE_AFTER_ENTRIES
+        || (added >= ANALYZE_MIN_GROWTH
+            && added.saturating_mul(100)
+                > before.max(0).saturating_mul(ANALYZE_AFTER_GROWTH_PERCENT))
 }
 
 /// A row read back with the columns of [`ENTRY_COLUMNS`] (`identity` NULL: no entry).
@@ -284,6 +313,10 @@ impl LedgerStore for SqliteStore {
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
         clear_entries!(self, sync_id)
     }
+
+    async fn analyze_ledger(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -385,6 +418,13 @@ impl LedgerStore for PostgresStore {
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
         clear_entries!(self, sync_id)
     }
+
+    async fn analyze_ledger(&self) -> Result<()> {
+        sqlx::query("ANALYZE sync_ledger")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -403,5 +443,21 @@ mod tests {
             .map(|e| (e.identity.as_str(), e.outcome.as_str()))
             .collect();
         assert_eq!(kept, [("b", "failed"), ("a", "inserted")]);
+    }
+
+    #[test]
+    fn statistics_are_refreshed_after_large_growth() {
+        // A big first run, and big runs whatever the size.
+        assert!(needs_fresh_statistics(0, 100_000));
+        assert!(needs_fresh_statistics(1_000_000, 1_010_001));
+        assert!(!needs_fresh_statistics(1_000_000, 1_010_000));
+        // 20 % growth, once it is at least 1,000 entries.
+        assert!(needs_fresh_statistics(5_000, 6_001));
+        assert!(!needs_fresh_statistics(5_000, 6_000));
+        assert!(!needs_fresh_statistics(0, 999));
+        assert!(needs_fresh_statistics(0, 1_000));
+        // Nothing added, or entries removed (a reset ledger).
+        assert!(!needs_fresh_statistics(50_000, 50_000));
+        assert!(!needs_fresh_statistics(50_000, 0));
     }
 }
