@@ -59,7 +59,10 @@ impl<'a> RowHasher<'a> {
     pub fn hash(&mut self, values: &Map<String, Value>) -> String {
         let entries: Vec<(&String, &Value)> = values.iter().collect();
         let same_keys = entries.len() == self.keys.len()
-            && entries.iter().zip(&self.keys).all(|((key, _), known)| *key == known);
+            && entries
+                .iter()
+                .zip(&self.keys)
+                .all(|((key, _), known)| *key == known);
         if !same_keys {
             self.keys = entries.iter().map(|(key, _)| (*key).clone()).collect();
             self.order = (0..entries.len()).collect();

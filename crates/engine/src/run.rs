@@ -589,7 +589,10 @@ impl Run {
             let prepared = prepared?;
             window += 1;
             let span = info_span!("sync_window", window, rows = prepared.read);
-            let result = self.window(context, &target, prepared).instrument(span).await;
+            let result = self
+                .window(context, &target, prepared)
+                .instrument(span)
+                .await;
             if result.is_ok() {
                 while self.in_flight.len() > JOBS_IN_FLIGHT {
                     self.complete_oldest(context, &target).await?;
