@@ -358,6 +358,25 @@ fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The target's discovery says target filters are supported, in mode `update` only.
+async fn advertises_target_filters_in_update_only(h: &Harness, connection: &str, target: &str) {
+    let described = h
+        .ok(
+            "GET",
+            &format!("/api/connections/{connection}/modelsync/target/fields?target={target}"),
+            None,
+        )
+        .await;
+    assert_eq!(described["properties"]["supports_target_filters"], true);
+    for mode in described["modes"].as_array().unwrap() {
+        assert_eq!(
+            mode["supports_target_filters"],
+            mode["mode"] == "update",
+            "{mode}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn salesforce_update_writes_only_records_whose_target_value_passes() {
     let h = Harness::new().await;
@@ -370,21 +389,7 @@ async fn salesforce_update_writes_only_records_whose_target_value_passes() {
     // o'brien@example.com has no Contact.
 
     // The target advertises target filters in mode update only.
-    let described = h
-        .ok(
-            "GET",
-            &format!("/api/connections/{connection}/modelsync/target/fields?target=Contact"),
-            None,
-        )
-        .await;
-    assert_eq!(described["properties"]["supports_target_filters"], true);
-    for mode in described["modes"].as_array().unwrap() {
-        assert_eq!(
-            mode["supports_target_filters"],
-            mode["mode"] == "update",
-            "{mode}"
-        );
-    }
+    advertises_target_filters_in_update_only(&h, &connection, "Contact").await;
 
     let sync = h
         .create_sync(contact_sync(&connection, &model, "update", web_only()))
@@ -654,21 +659,7 @@ async fn sqlite_table_update_with_a_target_filter() {
     let target = h
         .connection("sqlite", json!({"path": path.to_str().unwrap()}))
         .await;
-    let described = h
-        .ok(
-            "GET",
-            &format!("/api/connections/{target}/modelsync/target/fields?target=crm"),
-            None,
-        )
-        .await;
-    assert_eq!(described["properties"]["supports_target_filters"], true);
-    for mode in described["modes"].as_array().unwrap() {
-        assert_eq!(
-            mode["supports_target_filters"],
-            mode["mode"] == "update",
-            "{mode}"
-        );
-    }
+    advertises_target_filters_in_update_only(&h, &target, "crm").await;
 
     // Validation: a column the table lacks; a mode that does not only update.
     let unknown = json!([{"field_id": "stage", "field_type": "Target", "function": "IsNull"}]);

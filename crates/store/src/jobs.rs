@@ -633,8 +633,7 @@ macro_rules! impl_jobs {
                     return Ok(None);
                 }
                 let now = now();
-                let mut tx = self.begin_write()
-                    .await?;
+                let mut tx = self.begin_write().await?;
                 let claimable = format!(
                     "kind IN ({}) AND (status = 'queued' OR \
                      (status = 'running' AND lease_expires_at < $1))",
@@ -857,8 +856,7 @@ macro_rules! impl_jobs {
             ) -> Result<Option<BulkExecution>> {
                 // Reads then writes: SQLite takes the write lock up front (a deferred
                 // transaction could not upgrade while another writer is active).
-                let mut tx = self.begin_write()
-                    .await?;
+                let mut tx = self.begin_write().await?;
                 let row = sqlx::query(
                     "SELECT j.subject_id, j.execution_id, e.execution_type, e.fetch_mode, \
                      e.output_disposition, e.is_resync, e.is_partial, e.is_test FROM jobs j \
@@ -938,8 +936,7 @@ macro_rules! impl_jobs {
             async fn request_part_cancel(&self, id: Uuid, part: &str) -> Result<bool> {
                 // Locks the row on PostgreSQL so concurrent requests do not lose each other;
                 // SQLite takes the write lock up front.
-                let mut tx = self.begin_write()
-                    .await?;
+                let mut tx = self.begin_write().await?;
                 let row = sqlx::query(&format!(
                     "SELECT payload FROM jobs WHERE id = $1 AND status <> 'done'{}",
                     <$store as ClaimDialect>::LOCK_ROW
