@@ -25,14 +25,9 @@ pub const CONFIRMED_OUTCOMES: [&str; 9] = [
     "omitted",
 ];
 
-/// Stable hash of a row's mapped values for a target.
-pub fn hash_values(object: &str, mode: &str, values: &Map<String, Value>) -> String {
-    RowHasher::new(object, mode).hash(values)
-}
-
-/// [`hash_values`] for many rows of one target: the rows of a window share their keys in
-/// the same (mapping) order, so the sorted order of the keys is worked out once and reused
-/// while a row's keys are the same, and one buffer takes each row's canonical JSON.
+/// Stable hashes of rows' mapped values for one target. The rows of a window share their
+/// keys in the same (mapping) order, so the sorted order of the keys is worked out once and
+/// reused while a row's keys are the same, and one buffer takes each row's canonical JSON.
 pub struct RowHasher<'a> {
     object: &'a str,
     mode: &'a str,
@@ -152,6 +147,11 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    /// One row's hash.
+    fn hash_values(object: &str, mode: &str, values: &Map<String, Value>) -> String {
+        RowHasher::new(object, mode).hash(values)
+    }
 
     fn values(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()

@@ -47,7 +47,7 @@ use serde_json::{Map, Value, json};
 use sqlx::{Connection as _, Row as _};
 use tracing::{Instrument as _, info_span};
 
-use crate::change::{Change, detect, hash_values};
+use crate::change::{Change, RowHasher, detect};
 use crate::mapping::{MissingField, map_batch};
 use crate::run::{RunContext, RunEnd, RunTarget, begin_execution, finish_execution};
 use crate::spec::{CompiledSync, DatabaseMode, DatabaseSync, TableName};
@@ -1723,11 +1723,11 @@ async fn write_window(
         .collect();
     let force = options.resync || options.identities.is_some() || sync.sync_all_records;
     let baseline = sync.skip_initial_backfill && first_run && !force;
-    let mode = env.database.mode.as_str();
     let object = env.table.name.to_string();
+    let mut hasher = RowHasher::new(&object, env.database.mode.as_str());
     let mut pending = Vec::new();
     for row in rows {
-        let hash = hash_values(&object, mode, &row.values);
+        let hash = hasher.hash(&row.values);
         let entry = prior.remove(&row.identity);
         match detect(&hash, entry.as_ref(), force, baseline) {
             Change::Unchanged => {}
@@ -2031,12 +2031,14 @@ async fn replace(
         for rejected in &mapped.rejected {
             run.warn(rejected.identity.as_deref(), &rejected.message);
         }
+        let object = table.to_string();
+        let mut hasher = RowHasher::new(&object, env.database.mode.as_str());
         for chunk in mapped.rows.chunks(size) {
             let pending: Vec<Pending> = chunk
                 .iter()
                 .map(|row| Pending {
                     identity: row.identity.clone(),
-                    hash: hash_values(&table.to_string(), env.database.mode.as_str(), &row.values),
+                    hash: hasher.hash(&row.values),
                     prior: None,
                     values: row.values.clone(),
                     // Replace and snapshot take no target filters (mode update only).
