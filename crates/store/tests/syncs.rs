@@ -6,8 +6,8 @@ use std::sync::Arc;
 use ferry_store::syncs::RECORD_LOG_EXECUTIONS_KEPT;
 use ferry_store::testing::postgres_database;
 use ferry_store::{
-    ConnectionWrite, DynStore, ExecutionCounts, ExecutionPage, LedgerEntry, PostgresStore,
-    RecordLine, SqliteStore, StoreError, SyncFilter, SyncWrite,
+    Connection, ConnectionWrite, DynStore, ExecutionCounts, ExecutionPage, LedgerEntry, Model,
+    Organization, PostgresStore, RecordLine, SqliteStore, StoreError, SyncFilter, SyncWrite,
 };
 use serde_json::json;
 use uuid::Uuid;
@@ -56,20 +56,13 @@ fn sync_write(target: Uuid, model_id: Uuid, name: &str, mode: &str) -> SyncWrite
 }
 
 async fn syncs(store: DynStore) {
-    let acme = store.create_organization("acme").await.unwrap();
+    let People {
+        acme,
+        salesforce,
+        database,
+        people,
+    } = people_of(&store).await;
     let other = store.create_organization("other").await.unwrap();
-    let salesforce = store
-        .create_connection(acme.id, connection("sf", "salesforce"))
-        .await
-        .unwrap();
-    let database = store
-        .create_connection(acme.id, connection("db", "sqlite"))
-        .await
-        .unwrap();
-    let people = store
-        .create_model(acme.id, model(database.id))
-        .await
-        .unwrap();
 
     // Unknown model / another organization's connection.
     assert!(matches!(
@@ -226,19 +219,12 @@ async fn syncs(store: DynStore) {
 }
 
 async fn executions(store: DynStore) {
-    let acme = store.create_organization("acme").await.unwrap();
-    let salesforce = store
-        .create_connection(acme.id, connection("sf", "salesforce"))
-        .await
-        .unwrap();
-    let database = store
-        .create_connection(acme.id, connection("db", "sqlite"))
-        .await
-        .unwrap();
-    let people = store
-        .create_model(acme.id, model(database.id))
-        .await
-        .unwrap();
+    let People {
+        acme,
+        salesforce,
+        people,
+        ..
+    } = people_of(&store).await;
     let sync = store
         .create_sync(acme.id, sync_write(salesforce.id, people.id, "s", "create"))
         .await
@@ -382,19 +368,12 @@ async fn executions(store: DynStore) {
 }
 
 async fn ledger(store: DynStore) {
-    let acme = store.create_organization("acme").await.unwrap();
-    let salesforce = store
-        .create_connection(acme.id, connection("sf", "salesforce"))
-        .await
-        .unwrap();
-    let database = store
-        .create_connection(acme.id, connection("db", "sqlite"))
-        .await
-        .unwrap();
-    let people = store
-        .create_model(acme.id, model(database.id))
-        .await
-        .unwrap();
+    let People {
+        acme,
+        salesforce,
+        people,
+        ..
+    } = people_of(&store).await;
     let sync = store
         .create_sync(acme.id, sync_write(salesforce.id, people.id, "s", "create"))
         .await
@@ -484,7 +463,15 @@ async fn ledger(store: DynStore) {
 }
 
 /// A sync of a fresh organization (its own Salesforce and SQLite connections and model).
-async fn sync_of(store: &DynStore) -> Uuid {
+/// Organization `acme` with a Salesforce connection, a SQLite connection and a model of it.
+struct People {
+    acme: Organization,
+    salesforce: Connection,
+    database: Connection,
+    people: Model,
+}
+
+async fn people_of(store: &DynStore) -> People {
     let acme = store.create_organization("acme").await.unwrap();
     let salesforce = store
         .create_connection(acme.id, connection("sf", "salesforce"))
@@ -494,14 +481,29 @@ async fn sync_of(store: &DynStore) -> Uuid {
         .create_connection(acme.id, connection("db", "sqlite"))
         .await
         .unwrap();
-    let model = store
+    let people = store
         .create_model(acme.id, model(database.id))
         .await
         .unwrap();
+    People {
+        acme,
+        salesforce,
+        database,
+        people,
+    }
+}
+
+async fn sync_of(store: &DynStore) -> Uuid {
+    let People {
+        acme,
+        salesforce,
+        people,
+        ..
+    } = people_of(store).await;
     store
         .create_sync(
             acme.id,
-            sync_write(salesforce.id, model.id, "s", "updateOrCreate"),
+            sync_write(salesforce.id, people.id, "s", "updateOrCreate"),
         )
         .await
         .unwrap()
@@ -750,19 +752,12 @@ async fn ledger_changes(store: DynStore) {
 /// Transactions that read before they write (creating and updating syncs) run side by side:
 /// none may fail because another committed in between (SQLite's deferred-upgrade BUSY).
 async fn concurrent_writes(store: DynStore) {
-    let acme = store.create_organization("acme").await.unwrap();
-    let salesforce = store
-        .create_connection(acme.id, connection("sf", "salesforce"))
-        .await
-        .unwrap();
-    let database = store
-        .create_connection(acme.id, connection("db", "sqlite"))
-        .await
-        .unwrap();
-    let people = store
-        .create_model(acme.id, model(database.id))
-        .await
-        .unwrap();
+    let People {
+        acme,
+        salesforce,
+        people,
+        ..
+    } = people_of(&store).await;
     let tasks: Vec<_> = (0..8)
         .map(|task| {
             let store = store.clone();
