@@ -9,26 +9,32 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use ferry_api::{ApiSettings, AppState};
-use ferry_connectors::RegistrySettings;
-use ferry_connectors::salesforce::SalesforceSettings;
+use ferry_api::ApiSettings;
 use ferry_salesforce::{ClientConfig, Credentials, OAuthApp, QueryScope, SalesforceClient};
 use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
-use ferry_store::secrets::Cipher;
-use ferry_store::{DynStore, SqliteStore};
+use ferry_store::SqliteStore;
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value, json};
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _, Row as _};
 use tower::ServiceExt as _;
 
+mod support;
+
+use support::Api;
+
 struct Harness {
-    app: Router,
-    state: AppState,
-    key: String,
+    api: Api,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Harness {
@@ -38,54 +44,10 @@ impl Harness {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        let store: DynStore = Arc::new(store);
-        let org = store.create_organization("default").await.unwrap();
-        let key = store.create_api_key(org.id, None).await.unwrap().plaintext;
-        let registry = ferry_connectors::registry_with(RegistrySettings {
-            salesforce: SalesforceSettings {
-                oauth_app: Some(OAuthApp::new("ferry-emulator", "ferry-emulator-secret")),
-                root_certificates_pem: Vec::new(),
-            },
-        });
-        let state = AppState::new(
-            store,
-            registry,
-            Cipher::from_key(&[9u8; 32]),
-            ApiSettings::default(),
-        );
         Harness {
-            app: ferry_api::router(state.clone()),
-            state,
-            key,
+            api: Api::new(Arc::new(store)).await,
             _dir: dir,
         }
-    }
-
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {}", self.key));
-        let request = match body {
-            Some(body) => builder
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-            None => builder.body(Body::empty()).unwrap(),
-        };
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn ok(&self, method: &str, uri: &str, body: Option<Value>) -> Value {
-        let (status, body) = self.call(method, uri, body).await;
-        assert_eq!(status, StatusCode::OK, "{method} {uri}: {body}");
-        body["data"].clone()
     }
 
     async fn connection(&self, type_id: &str, configuration: Value) -> String {
