@@ -5,27 +5,30 @@
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use ferry_api::{ApiSettings, AppState};
-use ferry_connectors::RegistrySettings;
-use ferry_connectors::salesforce::SalesforceSettings;
+use axum::http::StatusCode;
 use ferry_salesforce::{ClientConfig, Credentials, OAuthApp, SalesforceClient};
 use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
-use ferry_store::secrets::Cipher;
-use ferry_store::{DynStore, SqliteStore};
-use http_body_util::BodyExt as _;
+use ferry_store::SqliteStore;
 use serde_json::{Value, json};
-use tower::ServiceExt as _;
+
+mod support;
+
+use support::Api;
 
 struct Harness {
-    app: Router,
-    key: String,
+    api: Api,
     emulator: RunningEmulator,
     http: reqwest::Client,
     salesforce: SalesforceClient,
     _dir: tempfile::TempDir,
+}
+
+impl std::ops::Deref for Harness {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Harness {
@@ -41,21 +44,7 @@ impl Harness {
             .await
             .unwrap();
         store.migrate().await.unwrap();
-        let store: DynStore = Arc::new(store);
-        let org = store.create_organization("default").await.unwrap();
-        let key = store.create_api_key(org.id, None).await.unwrap().plaintext;
-        let registry = ferry_connectors::registry_with(RegistrySettings {
-            salesforce: SalesforceSettings {
-                oauth_app: Some(OAuthApp::new("ferry-emulator", "ferry-emulator-secret")),
-                root_certificates_pem: Vec::new(),
-            },
-        });
-        let state = AppState::new(
-            store,
-            registry,
-            Cipher::from_key(&[7u8; 32]),
-            ApiSettings::default(),
-        );
+        let api = Api::new(Arc::new(store)).await;
         let login = ferry_salesforce::auth::login_base_url(&emulator.base_url()).unwrap();
         let salesforce = SalesforceClient::connect(ClientConfig::new(
             login,
@@ -65,40 +54,12 @@ impl Harness {
         .await
         .unwrap();
         Harness {
-            app: ferry_api::router(state),
-            key,
+            api,
             emulator,
             http: reqwest::Client::new(),
             salesforce,
             _dir: dir,
         }
-    }
-
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {}", self.key));
-        let request = match body {
-            Some(body) => builder
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-            None => builder.body(Body::empty()).unwrap(),
-        };
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn ok(&self, method: &str, uri: &str, body: Option<Value>) -> Value {
-        let (status, body) = self.call(method, uri, body).await;
-        assert_eq!(status, StatusCode::OK, "{method} {uri}: {body}");
-        body["data"].clone()
     }
 
     /// Inserts records through the emulator's admin API; returns the first id.

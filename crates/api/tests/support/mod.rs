@@ -1,6 +1,9 @@
 //! The API in process for integration tests: a metadata store with organization `default`
 //! and an API key, the connector registry trusting the emulator's OAuth app, and requests
 //! sent through the router (`oneshot`).
+//!
+//! Each test binary compiles this module and uses a part of it.
+#![allow(dead_code)]
 
 use axum::Router;
 use axum::body::Body;
