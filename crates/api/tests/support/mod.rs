@@ -51,6 +51,20 @@ impl Api {
 
     /// Sends a request with the key; the status and the JSON body (`null` when not JSON).
     pub async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let (status, bytes) = self.call_raw(method, uri, body).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// [`Api::call`] with the body as sent (downloads).
+    pub async fn call_raw(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, bytes::Bytes) {
         let builder = Request::builder()
             .method(method)
             .uri(uri)
@@ -65,10 +79,7 @@ impl Api {
         let response = self.app.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
+        (status, bytes)
     }
 
     /// [`Api::call`] answered 200: its `data`.
