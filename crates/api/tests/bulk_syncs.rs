@@ -6,26 +6,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use ferry_api::{ApiSettings, AppState};
-use ferry_connectors::RegistrySettings;
-use ferry_connectors::salesforce::SalesforceSettings;
+use axum::http::StatusCode;
+use ferry_api::ApiSettings;
 use ferry_salesforce::{ClientConfig, Credentials, OAuthApp, QueryScope, SalesforceClient};
 use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
-use ferry_store::secrets::Cipher;
+use ferry_store::DynStore;
 use ferry_store::testing::TestDatabase;
-use ferry_store::{DynStore, SqliteStore};
-use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions as _, Row as _};
-use tower::ServiceExt as _;
+
+mod support;
+
+use support::{Api, sqlite_store};
 
 struct Harness {
-    app: Router,
-    state: AppState,
-    key: String,
+    api: Api,
     emulator: RunningEmulator,
     http: reqwest::Client,
     salesforce: SalesforceClient,
@@ -33,12 +28,12 @@ struct Harness {
     pg: Option<TestDatabase>,
 }
 
-async fn sqlite_store(dir: &tempfile::TempDir) -> DynStore {
-    let store = SqliteStore::connect(dir.path().join("meta.db").to_str().unwrap())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    Arc::new(store)
+impl std::ops::Deref for Harness {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 impl Harness {
@@ -54,20 +49,7 @@ impl Harness {
             Some((store, pg)) => (store, Some(pg)),
             None => (sqlite_store(&dir).await, None),
         };
-        let org = store.create_organization("default").await.unwrap();
-        let key = store.create_api_key(org.id, None).await.unwrap().plaintext;
-        let registry = ferry_connectors::registry_with(RegistrySettings {
-            salesforce: SalesforceSettings {
-                oauth_app: Some(OAuthApp::new("ferry-emulator", "ferry-emulator-secret")),
-                root_certificates_pem: Vec::new(),
-            },
-        });
-        let state = AppState::new(
-            store,
-            registry,
-            Cipher::from_key(&[7u8; 32]),
-            ApiSettings::default(),
-        );
+        let api = Api::new(store).await;
         let login = ferry_salesforce::auth::login_base_url(&emulator.base_url()).unwrap();
         let salesforce = SalesforceClient::connect(ClientConfig::new(
             login,
@@ -77,52 +59,13 @@ impl Harness {
         .await
         .unwrap();
         Harness {
-            app: ferry_api::router(state.clone()),
-            state,
-            key,
+            api,
             emulator,
             http: reqwest::Client::new(),
             salesforce,
             dir,
             pg,
         }
-    }
-
-    async fn call(&self, method: &str, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let (status, bytes) = self.call_raw(method, uri, body).await;
-        (
-            status,
-            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn call_raw(
-        &self,
-        method: &str,
-        uri: &str,
-        body: Option<Value>,
-    ) -> (StatusCode, bytes::Bytes) {
-        let builder = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("authorization", format!("Bearer {}", self.key));
-        let request = match body {
-            Some(body) => builder
-                .header("content-type", "application/json")
-                .body(Body::from(body.to_string()))
-                .unwrap(),
-            None => builder.body(Body::empty()).unwrap(),
-        };
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, bytes)
-    }
-
-    async fn ok(&self, method: &str, uri: &str, body: Option<Value>) -> Value {
-        let (status, body) = self.call(method, uri, body).await;
-        assert_eq!(status, StatusCode::OK, "{method} {uri}: {body}");
-        body["data"].clone()
     }
 
     /// The error of a call that must fail with `status`.

@@ -6,7 +6,6 @@
 //! service is unreachable (fails when `CI` is set). The metadata store is SQLite.
 
 use std::str::FromStr as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -14,7 +13,6 @@ use axum::http::{Request, StatusCode};
 use ferry_api::ApiSettings;
 use ferry_salesforce::{ClientConfig, Credentials, OAuthApp, QueryScope, SalesforceClient};
 use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
-use ferry_store::SqliteStore;
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value, json};
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _, Row as _};
@@ -22,7 +20,7 @@ use tower::ServiceExt as _;
 
 mod support;
 
-use support::Api;
+use support::{Api, sqlite_store};
 
 struct Harness {
     api: Api,
@@ -40,12 +38,8 @@ impl std::ops::Deref for Harness {
 impl Harness {
     async fn new() -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(dir.path().join("meta.db").to_str().unwrap())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
         Harness {
-            api: Api::new(Arc::new(store)).await,
+            api: Api::new(sqlite_store(&dir).await).await,
             _dir: dir,
         }
     }

@@ -3,17 +3,14 @@
 //! `include_deleted`), preview, sample, source discovery and Salesforce's own errors for
 //! bad SOQL. The metadata store is SQLite.
 
-use std::sync::Arc;
-
 use axum::http::StatusCode;
 use ferry_salesforce::{ClientConfig, Credentials, OAuthApp, SalesforceClient};
 use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
-use ferry_store::SqliteStore;
 use serde_json::{Value, json};
 
 mod support;
 
-use support::Api;
+use support::{Api, sqlite_store};
 
 struct Harness {
     api: Api,
@@ -40,11 +37,7 @@ impl Harness {
         .await
         .expect("emulator starts");
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(dir.path().join("meta.db").to_str().unwrap())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let api = Api::new(Arc::new(store)).await;
+        let api = Api::new(sqlite_store(&dir).await).await;
         let login = ferry_salesforce::auth::login_base_url(&emulator.base_url()).unwrap();
         let salesforce = SalesforceClient::connect(ClientConfig::new(
             login,

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use ferry_api::ApiSettings;
 use ferry_salesforce::{ClientConfig, Credentials, OAuthApp, QueryScope, SalesforceClient};
 use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
-use ferry_store::{DynStore, SqliteStore};
+use ferry_store::DynStore;
 use serde_json::{Value, json};
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _};
 
@@ -26,7 +26,7 @@ const PEOPLE: &str = "
 
 mod support;
 
-use support::Api;
+use support::{Api, sqlite_store};
 
 struct Harness {
     api: Api,
@@ -36,14 +36,6 @@ struct Harness {
     source_path: String,
     _dir: tempfile::TempDir,
     pg: Option<ferry_store::testing::TestDatabase>,
-}
-
-async fn sqlite_store(dir: &tempfile::TempDir) -> DynStore {
-    let store = SqliteStore::connect(dir.path().join("meta.db").to_str().unwrap())
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
-    Arc::new(store)
 }
 
 impl std::ops::Deref for Harness {

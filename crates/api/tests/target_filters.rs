@@ -7,7 +7,6 @@
 //! (`FERRY_TEST_POSTGRES_URL`; SKIPPED when unreachable, fails when `CI` is set).
 
 use std::str::FromStr as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -15,7 +14,6 @@ use axum::http::{Request, StatusCode};
 use ferry_api::ApiSettings;
 use ferry_salesforce::{ClientConfig, Credentials, OAuthApp, QueryScope, SalesforceClient};
 use ferry_salesforce_emulator::{EmulatorConfig, RunningEmulator};
-use ferry_store::SqliteStore;
 use http_body_util::BodyExt as _;
 use serde_json::{Map, Value, json};
 use sqlx::{ConnectOptions as _, Connection as _, Executor as _, Row as _};
@@ -32,7 +30,7 @@ const PEOPLE: &str = "
 
 mod support;
 
-use support::Api;
+use support::{Api, sqlite_store};
 
 struct Harness {
     api: Api,
@@ -59,11 +57,7 @@ impl Harness {
         .await
         .expect("emulator starts");
         let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::connect(dir.path().join("meta.db").to_str().unwrap())
-            .await
-            .unwrap();
-        store.migrate().await.unwrap();
-        let api = Api::new(Arc::new(store)).await;
+        let api = Api::new(sqlite_store(&dir).await).await;
         let login = ferry_salesforce::auth::login_base_url(&emulator.base_url()).unwrap();
         let salesforce = SalesforceClient::connect(ClientConfig::new(
             login,

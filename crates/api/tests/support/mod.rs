@@ -5,6 +5,8 @@
 //! Each test binary compiles this module and uses a part of it.
 #![allow(dead_code)]
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
@@ -12,11 +14,20 @@ use ferry_api::{ApiSettings, AppState};
 use ferry_connectors::RegistrySettings;
 use ferry_connectors::salesforce::SalesforceSettings;
 use ferry_salesforce::OAuthApp;
-use ferry_store::DynStore;
 use ferry_store::secrets::Cipher;
+use ferry_store::{DynStore, SqliteStore};
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
+
+/// A migrated SQLite metadata store in `dir`.
+pub async fn sqlite_store(dir: &tempfile::TempDir) -> DynStore {
+    let store = SqliteStore::connect(dir.path().join("meta.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    Arc::new(store)
+}
 
 /// The router, its state and a bearer key for it.
 pub struct Api {
