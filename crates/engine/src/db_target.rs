@@ -1658,7 +1658,7 @@ async fn run_all(
         if cancel.is_cancelled() {
             break;
         }
-        let batch = match batch {
+        let mut batch = match batch {
             Ok(batch) => batch,
             Err(error) => {
                 result = Err(error.into());
@@ -1674,7 +1674,7 @@ async fn run_all(
             first_run,
             store,
             &mut connection,
-            &batch,
+            &mut batch,
         )
         .instrument(span)
         .await;
@@ -1696,7 +1696,7 @@ async fn write_window(
     first_run: bool,
     store: &DynStore,
     connection: &mut TargetConnection,
-    batch: &RowBatch,
+    batch: &mut RowBatch,
 ) -> Result<(), RunError> {
     let sync = env.sync;
     let mapped = map_batch(sync, batch)?;
@@ -2014,14 +2014,14 @@ async fn replace(
         if cancel.is_cancelled() {
             break;
         }
-        let batch = match batch {
+        let mut batch = match batch {
             Ok(batch) => batch,
             Err(error) => {
                 failure = Some(error.into());
                 break;
             }
         };
-        let mapped = match map_batch(env.sync, &batch) {
+        let mapped = match map_batch(env.sync, &mut batch) {
             Ok(mapped) => mapped,
             Err(error) => {
                 failure = Some(error.into());

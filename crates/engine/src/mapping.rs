@@ -76,8 +76,22 @@ pub fn to_salesforce(value: &Value) -> Value {
     }
 }
 
-/// Maps one batch of model rows.
-pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, MissingField> {
+/// [`to_salesforce`] for a value the caller owns (nothing is copied).
+fn into_salesforce(value: Value) -> Value {
+    match value {
+        Value::Object(_) | Value::Array(_) => Value::String(value.to_string()),
+        other => other,
+    }
+}
+
+/// The value at `index` of a model row (null past its end).
+fn value_at(row: &[Value], index: usize) -> &Value {
+    row.get(index).unwrap_or(&Value::Null)
+}
+
+/// Maps one batch of model rows. A model value mapped to a single field is moved out of
+/// the batch (leaving a null) rather than copied.
+pub fn map_batch(sync: &CompiledSync, batch: &mut RowBatch) -> Result<MappedBatch, MissingField> {
     let positions: HashMap<&str, usize> = batch
         .fields
         .iter()
@@ -117,6 +131,15 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
             Ok((field, source))
         })
         .collect::<Result<Vec<_>, MissingField>>()?;
+    // How many mapped fields read each model value: one that only one reads is moved.
+    let mut readers = vec![0usize; batch.fields.len()];
+    for (_, source) in &fields {
+        if let Some((_, index)) = source
+            && let Some(count) = readers.get_mut(*index)
+        {
+            *count += 1;
+        }
+    }
 
     let mut out = MappedBatch {
         rows: Vec::with_capacity(batch.rows.len()),
@@ -124,8 +147,7 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
     };
     let mut seen: HashMap<String, usize> = HashMap::with_capacity(batch.rows.len());
     let mut results = Vec::with_capacity(filters.len());
-    for row in &batch.rows {
-        let value_at = |index: usize| row.get(index).unwrap_or(&Value::Null);
+    for row in &mut batch.rows {
         let pending_filters = if target_filters {
             let partial: Vec<Option<bool>> = filters
                 .iter()
@@ -134,7 +156,7 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
                     model.map(|(index, filter)| {
                         filter
                             .function
-                            .matches(value_at(index), filter.value.as_ref())
+                            .matches(value_at(row, index), filter.value.as_ref())
                     })
                 })
                 .collect();
@@ -151,7 +173,7 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
             results.extend(filters.iter().flatten().map(|(index, filter)| {
                 filter
                     .function
-                    .matches(value_at(*index), filter.value.as_ref())
+                    .matches(value_at(row, *index), filter.value.as_ref())
             }));
             let keep = match &sync.filter_logic {
                 Some(logic) => logic.evaluate(&results),
@@ -163,7 +185,7 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
             }
             None
         };
-        let Some(identity) = identity_text(value_at(key)) else {
+        let Some(identity) = identity_text(value_at(row, key)) else {
             out.rejected.push(RejectedRow {
                 identity: None,
                 message: format!("the identity field '{}' is empty", sync.key_field),
@@ -174,7 +196,7 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
         for (field, source) in &fields {
             let value = match (source, &field.value) {
                 (Some((name, index)), _) => {
-                    let original = value_at(*index);
+                    let original = value_at(row, *index);
                     let replaced = overrides.iter().find(|(o_index, o)| {
                         o.field == *name
                             && *o_index == *index
@@ -183,6 +205,9 @@ pub fn map_batch(sync: &CompiledSync, batch: &RowBatch) -> Result<MappedBatch, M
                     });
                     match replaced {
                         Some((_, o)) => to_salesforce(&o.replacement),
+                        None if readers.get(*index) == Some(&1) => row
+                            .get_mut(*index)
+                            .map_or(Value::Null, |value| into_salesforce(std::mem::take(value))),
                         None => to_salesforce(original),
                     }
                 }
@@ -276,7 +301,7 @@ mod tests {
     fn maps_fields_constants_and_converts_values() {
         let mapped = map_batch(
             &sync(json!({})),
-            &batch(vec![json!(["a@x.com", "Ann", 30, ["x", "y"]])]),
+            &mut batch(vec![json!(["a@x.com", "Ann", 30, ["x", "y"]])]),
         )
         .unwrap();
         assert_eq!(mapped.rows.len(), 1);
@@ -300,7 +325,7 @@ mod tests {
         }));
         let mapped = map_batch(
             &sync,
-            &batch(vec![
+            &mut batch(vec![
                 json!(["a@x.com", "Ann", 30, null]),
                 json!(["b@x.com", "Bob", 30, null]),
                 json!(["c@x.com", null, 40, null]),
@@ -326,7 +351,7 @@ mod tests {
         }));
         let mapped = map_batch(
             &sync,
-            &batch(vec![
+            &mut batch(vec![
                 // Adult named A...: passes whatever the target holds.
                 json!(["a@x.com", "Ann", 30, null]),
                 // Adult not named A...: depends on the target's Status__c.
@@ -353,7 +378,7 @@ mod tests {
         let all = sync_without_logic();
         let mapped = map_batch(
             &all,
-            &batch(vec![
+            &mut batch(vec![
                 json!(["a@x.com", "Ann", 30, null]),
                 json!(["c@x.com", "Al", 12, null]),
             ]),
@@ -381,7 +406,7 @@ mod tests {
         ]}));
         let mapped = map_batch(
             &sync,
-            &batch(vec![
+            &mut batch(vec![
                 json!(["a@x.com", null, 1, null]),
                 json!(["b@x.com", "Bo", 1, null]),
             ]),
@@ -395,7 +420,7 @@ mod tests {
     fn empty_and_duplicate_identities() {
         let mapped = map_batch(
             &sync(json!({})),
-            &batch(vec![
+            &mut batch(vec![
                 json!([null, "x", 1, null]),
                 json!(["  ", "x", 1, null]),
                 json!(["a@x.com", "first", 1, null]),
@@ -417,7 +442,7 @@ mod tests {
             remote_type: "TEXT".into(),
         }]);
         assert_eq!(
-            map_batch(&sync(json!({})), &b).unwrap_err(),
+            map_batch(&sync(json!({})), &mut b).unwrap_err(),
             MissingField("name".into())
         );
     }

@@ -301,6 +301,22 @@ fn create_payload(sync: &CompiledSync, candidate: &Candidate) -> Map<String, Val
         .filter(|(_, v)| sync.config.insert_null_values || !v.is_null())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    add_identity(sync, candidate, &mut payload);
+    payload
+}
+
+/// [`create_payload`] that moves the mapped values out of the candidate instead of copying
+/// them (they are not needed once a row is decided).
+fn take_create_payload(sync: &CompiledSync, candidate: &mut Candidate) -> Map<String, Value> {
+    let mut payload = std::mem::take(&mut candidate.row.values);
+    if !sync.config.insert_null_values {
+        payload.retain(|_, value| !value.is_null());
+    }
+    add_identity(sync, candidate, &mut payload);
+    payload
+}
+
+fn add_identity(sync: &CompiledSync, candidate: &Candidate, payload: &mut Map<String, Value>) {
     if let Some(identity) = &sync.identity_target
         && !payload.keys().any(|k| k.eq_ignore_ascii_case(identity))
     {
@@ -309,15 +325,15 @@ fn create_payload(sync: &CompiledSync, candidate: &Candidate) -> Map<String, Val
             Value::String(candidate.row.identity.clone()),
         );
     }
-    payload
 }
 
 /// Decides one row. `matches` are the records its identity matched (`None` when no lookup
-/// was made: the ledger's record id is used).
+/// was made: the ledger's record id is used). A row decided for a write gives up its
+/// mapped values to the payload.
 pub fn decide(
     sync: &CompiledSync,
     target: &TargetInfo,
-    candidate: &Candidate,
+    candidate: &mut Candidate,
     matches: Option<&[Record]>,
 ) -> Decision {
     let record_id = |record: &Record| {
@@ -376,7 +392,7 @@ pub fn decide(
             Decision::Write {
                 operation: Operation::Create,
                 id: None,
-                payload: create_payload(sync, candidate),
+                payload: take_create_payload(sync, candidate),
             }
         }
         Mode::Update | Mode::UpdateOrCreate => {
@@ -384,7 +400,7 @@ pub fn decide(
                 return Decision::Write {
                     operation: Operation::Upsert,
                     id: None,
-                    payload: create_payload(sync, candidate),
+                    payload: take_create_payload(sync, candidate),
                 };
             }
             let (id, current) = match matches {
@@ -414,7 +430,7 @@ pub fn decide(
                     Decision::Write {
                         operation: Operation::Create,
                         id: None,
-                        payload: create_payload(sync, candidate),
+                        payload: take_create_payload(sync, candidate),
                     }
                 };
             };
@@ -450,17 +466,12 @@ pub fn decide(
                 .filter(|f| f.create_only)
                 .map(|f| f.target.to_ascii_lowercase())
                 .collect();
-            let payload: Map<String, Value> = candidate
-                .row
-                .values
-                .iter()
-                .filter(|(_, v)| sync.config.insert_null_values || !v.is_null())
-                .filter(|(k, _)| {
-                    !create_only.contains(&k.to_ascii_lowercase())
-                        || current.is_some_and(|c| is_empty(field_of(c, k)))
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            let mut payload = std::mem::take(&mut candidate.row.values);
+            payload.retain(|k, v| {
+                (sync.config.insert_null_values || !v.is_null())
+                    && (!create_only.contains(&k.to_ascii_lowercase())
+                        || current.is_some_and(|c| is_empty(field_of(c, k))))
+            });
             if let Some(current) = current
                 && sync.config.only_sync_different
                 && payload
@@ -730,7 +741,7 @@ mod tests {
         // No match: create with the identity value and without nulls.
         let Decision::Write {
             operation, payload, ..
-        } = decide(&s, &target, &c, Some(&[]))
+        } = decide(&s, &target, &mut c.clone(), Some(&[]))
         else {
             panic!()
         };
@@ -748,7 +759,7 @@ mod tests {
             operation,
             id,
             payload,
-        } = decide(&s, &target, &c, Some(&matched))
+        } = decide(&s, &target, &mut c.clone(), Some(&matched))
         else {
             panic!()
         };
@@ -756,7 +767,8 @@ mod tests {
         assert_eq!(id.as_deref(), Some("00Q000000000001AAA"));
         assert_eq!(Value::Object(payload), json!({"LastName": "Ann"}));
         let empty = [record(json!({"Id": "00Q000000000001AAA", "Company": null}))];
-        let Decision::Write { payload, .. } = decide(&s, &target, &c, Some(&empty)) else {
+        let Decision::Write { payload, .. } = decide(&s, &target, &mut c.clone(), Some(&empty))
+        else {
             panic!()
         };
         assert_eq!(
@@ -766,7 +778,7 @@ mod tests {
         // Several matches fail.
         let two = [matched[0].clone(), matched[0].clone()];
         assert!(matches!(
-            decide(&s, &target, &c, Some(&two)),
+            decide(&s, &target, &mut c.clone(), Some(&two)),
             Decision::Fail { .. }
         ));
     }
@@ -824,7 +836,7 @@ mod tests {
             json!({"Id": "003000000000001AAA", "status__c": "Open"}),
         )];
         assert!(matches!(
-            decide(&s, &t, &c, Some(&open)),
+            decide(&s, &t, &mut c.clone(), Some(&open)),
             Decision::Write {
                 operation: Operation::Update,
                 ..
@@ -834,7 +846,7 @@ mod tests {
             let closed = [record(
                 json!({"Id": "003000000000001AAA", "Status__c": current}),
             )];
-            let decision = decide(&s, &t, &c, Some(&closed));
+            let decision = decide(&s, &t, &mut c.clone(), Some(&closed));
             let Decision::Skip { reason, id } = decision else {
                 panic!("{current}: {decision:?}")
             };
@@ -845,7 +857,7 @@ mod tests {
         // A field missing from the record is tested as null.
         let bare = [record(json!({"Id": "003000000000001AAA"}))];
         assert!(matches!(
-            decide(&s, &t, &c, Some(&bare)),
+            decide(&s, &t, &mut c.clone(), Some(&bare)),
             Decision::Skip {
                 reason: SkipReason::TargetFiltered,
                 ..
@@ -853,7 +865,7 @@ mod tests {
         ));
         // No record: unmatched as before (a warning, retried next run).
         assert!(matches!(
-            decide(&s, &t, &c, Some(&[])),
+            decide(&s, &t, &mut c.clone(), Some(&[])),
             Decision::Skip {
                 reason: SkipReason::Unmatched,
                 ..
@@ -869,7 +881,7 @@ mod tests {
             None,
         ));
         assert!(matches!(
-            decide(&s, &t, &known, None),
+            decide(&s, &t, &mut known.clone(), None),
             Decision::Skip {
                 reason: SkipReason::TargetFiltered,
                 ..
@@ -881,7 +893,7 @@ mod tests {
             json!({"Id": "003000000000001AAA", "Status__c": "Closed"}),
         )];
         assert!(matches!(
-            decide(&s, &t, &decided, Some(&closed)),
+            decide(&s, &t, &mut decided.clone(), Some(&closed)),
             Decision::Write { .. }
         ));
     }
@@ -901,7 +913,7 @@ mod tests {
             decide(
                 &s,
                 &TargetInfo::default(),
-                &waiting(minor.clone()),
+                &mut waiting(minor.clone()),
                 Some(&status(value)),
             )
         };
@@ -929,7 +941,8 @@ mod tests {
     fn insert_null_values_sends_nulls() {
         let s = sync("updateOrCreate", json!({"insert_null_values": true}), true);
         let c = candidate(json!({"LastName": "Ann", "Company": null}), None);
-        let Decision::Write { payload, .. } = decide(&s, &TargetInfo::default(), &c, Some(&[]))
+        let Decision::Write { payload, .. } =
+            decide(&s, &TargetInfo::default(), &mut c.clone(), Some(&[]))
         else {
             panic!()
         };
@@ -944,7 +957,7 @@ mod tests {
             json!({"Id": "00Q000000000001AAA", "LastName": "Ann", "Company": "X"}),
         )];
         assert!(matches!(
-            decide(&s, &TargetInfo::default(), &c, Some(&same)),
+            decide(&s, &TargetInfo::default(), &mut c.clone(), Some(&same)),
             Decision::Skip {
                 reason: SkipReason::Equal,
                 ..
@@ -954,14 +967,14 @@ mod tests {
             json!({"Id": "00Q000000000001AAA", "LastName": "Bob"}),
         )];
         assert!(matches!(
-            decide(&s, &TargetInfo::default(), &c, Some(&other)),
+            decide(&s, &TargetInfo::default(), &mut c.clone(), Some(&other)),
             Decision::Write {
                 operation: Operation::Update,
                 ..
             }
         ));
         assert!(matches!(
-            decide(&s, &TargetInfo::default(), &c, Some(&[])),
+            decide(&s, &TargetInfo::default(), &mut c.clone(), Some(&[])),
             Decision::Skip {
                 reason: SkipReason::Unmatched,
                 ..
@@ -981,7 +994,7 @@ mod tests {
             json!({"Id": "00Q000000000001AAA", "IsConverted": true}),
         )];
         assert!(matches!(
-            decide(&s, &lead, &c, Some(&converted)),
+            decide(&s, &lead, &mut c.clone(), Some(&converted)),
             Decision::Skip {
                 reason: SkipReason::Converted,
                 ..
@@ -992,7 +1005,7 @@ mod tests {
             record(json!({"Id": "00Q000000000002AAA"})),
         ];
         assert!(matches!(
-            decide(&s, &lead, &c, Some(&two)),
+            decide(&s, &lead, &mut c.clone(), Some(&two)),
             Decision::Skip {
                 reason: SkipReason::Duplicate(2),
                 ..
@@ -1009,7 +1022,7 @@ mod tests {
             decide(
                 &s,
                 &t,
-                &candidate(json!({"LastName": "A"}), Some(pending)),
+                &mut candidate(json!({"LastName": "A"}), Some(pending)),
                 None
             ),
             Decision::Skip {
@@ -1028,7 +1041,7 @@ mod tests {
             decide(
                 &s,
                 &t,
-                &candidate(json!({"LastName": "A"}), Some(created)),
+                &mut candidate(json!({"LastName": "A"}), Some(created)),
                 None
             ),
             Decision::Skip {
@@ -1037,7 +1050,7 @@ mod tests {
             }
         ));
         assert!(matches!(
-            decide(&s, &t, &candidate(json!({"LastName": "A"}), None), None),
+            decide(&s, &t, &mut candidate(json!({"LastName": "A"}), None), None),
             Decision::Write {
                 operation: Operation::Create,
                 ..
@@ -1049,7 +1062,7 @@ mod tests {
             decide(
                 &with_identity,
                 &t,
-                &candidate(json!({"LastName": "A"}), None),
+                &mut candidate(json!({"LastName": "A"}), None),
                 Some(&existing)
             ),
             Decision::Skip {
@@ -1073,7 +1086,7 @@ mod tests {
             decide(
                 &s,
                 &external,
-                &candidate(json!({"LastName": "A"}), None),
+                &mut candidate(json!({"LastName": "A"}), None),
                 None
             ),
             Decision::Write {
@@ -1087,7 +1100,7 @@ mod tests {
             decide(
                 &r,
                 &TargetInfo::default(),
-                &candidate(json!({}), None),
+                &mut candidate(json!({}), None),
                 Some(&matched)
             ),
             Decision::Write {
@@ -1099,7 +1112,7 @@ mod tests {
             decide(
                 &r,
                 &TargetInfo::default(),
-                &candidate(json!({}), None),
+                &mut candidate(json!({}), None),
                 Some(&[])
             ),
             Decision::Skip {

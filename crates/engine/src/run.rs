@@ -70,16 +70,14 @@ pub const PARALLEL_WRITES: usize = 4;
 
 /// Bulk 2.0 jobs (`Parallel`) kept running while the next window is read and planned
 /// (Salesforce works on earlier windows while Ferry prepares the next and records the
-/// outcomes of the one before; rows in flight keep only their payloads). A window holding
-/// an identity that is still in flight waits for every job in flight first, so a row is
-/// never planned against a ledger entry its own earlier write is about to change.
+/// outcomes of the one before; rows in flight keep their payloads only as the JSON text of
+/// their log lines). A window holding an identity that is still in flight waits for every
+/// job in flight first, so a row is never planned against a ledger entry its own earlier
+/// write is about to change.
 ///
-/// 0: each window's job is awaited before the next window is read. Measured with 1
-/// (`ferry bench model-sync`, 100k rows): Ferry's peak RSS rose above 256 MB (payloads of a
-/// second window held, allocator retention) and Bulk 2.0 status checks to 1.14× the
-/// minimum calls (a job queued behind the previous one makes the learned first wait of
-/// `target.rs` miss), so pipelining waits for those two to be addressed.
-pub const JOBS_IN_FLIGHT: usize = 0;
+/// Measured with `ferry bench model-sync` (1M rows): 0 → 61 s, 1 → 24–28 s with peak RSS
+/// 224–234 MB once the C allocator's arenas were capped (`ferry`'s `main`).
+pub const JOBS_IN_FLIGHT: usize = 1;
 
 /// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
 pub const WINDOW_ROWS: usize = 10_000;
@@ -311,7 +309,11 @@ async fn execute_inner(context: RunContext) -> RunEnd {
     let mut run = Run::new(&context);
     let result = run.run(&context, rows).await;
     // Best effort: the run's own state is already committed window by window.
-    if let Err(error) = run.flush(&store).await {
+    let flushed = match run.flush(&store).await {
+        Ok(()) => run.settle_flush().await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = flushed {
         tracing::warn!(%error, "could not store the last record logs");
     }
     let cancelled = context.cancel.is_cancelled();
@@ -324,15 +326,6 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         std::mem::take(&mut run.errors),
     )
     .await
-}
-
-/// The log line of a confirmed write (`inserts`/`updates`/`deletes` and `records`).
-#[derive(serde::Serialize)]
-struct WrittenLine<'a> {
-    identity: &'a str,
-    id: Option<&'a str>,
-    operation: &'static str,
-    values: &'a Map<String, Value>,
 }
 
 /// A row planned for a write.
@@ -432,10 +425,10 @@ impl Drop for PreparedWindows {
 fn prepare_window(
     sync: &CompiledSync,
     identities: Option<&HashSet<String>>,
-    batch: RowBatch,
+    mut batch: RowBatch,
 ) -> Result<PreparedWindow, EngineError> {
     let read = batch.rows.len();
-    let mapped = map_batch(sync, &batch)?;
+    let mapped = map_batch(sync, &mut batch)?;
     drop(batch);
     let rows: Vec<MappedRow> = match identities {
         Some(wanted) => mapped
@@ -472,6 +465,23 @@ struct Run {
     in_flight: VecDeque<InFlight>,
     /// The identities of the rows in `in_flight`.
     in_flight_identities: HashSet<String>,
+    /// The previous flush, still being written to the store while the run goes on.
+    pending_flush: Option<PendingFlush>,
+}
+
+/// A flush written to the store on a task of its own (one at a time, in order), so the
+/// next window is looked up and written meanwhile. A window holding an identity whose
+/// ledger entry is still being written waits for it first.
+struct PendingFlush {
+    /// Hashes of the identities whose ledger entries it writes.
+    identities: HashSet<u64>,
+    task: tokio::task::JoinHandle<Result<(), StoreError>>,
+}
+
+/// The key of an identity in [`PendingFlush::identities`] (a collision only costs a wait).
+fn identity_hash(identity: &str) -> u64 {
+    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(identity)
 }
 
 /// A Bulk 2.0 job running on its own task while later windows are read and planned; its
@@ -483,8 +493,9 @@ struct InFlight {
     job: tokio::task::JoinHandle<JobOutput>,
 }
 
-/// What a Bulk 2.0 job task gives back: the payloads it was given and the per-row results.
-type JobOutput = (Vec<WriteRow>, Result<Vec<SaveResult>, SalesforceError>);
+/// What a Bulk 2.0 job task gives back: the payloads it was given (as JSON text) and the
+/// per-row results.
+type JobOutput = (Vec<String>, Result<Vec<SaveResult>, SalesforceError>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -506,6 +517,7 @@ impl Run {
             sort_warned: false,
             in_flight: VecDeque::new(),
             in_flight_identities: HashSet::new(),
+            pending_flush: None,
         }
     }
 
@@ -519,16 +531,14 @@ impl Run {
         *seq += 1;
     }
 
-    /// Logs one line in `log_type` and in `records` (serialized once).
-    fn log_twice(&mut self, log_type: &'static str, line: &impl serde::Serialize) {
-        // Serializing strings and JSON values into a string cannot fail.
-        let text = serde_json::to_string(line).unwrap_or_default();
-        for log_type in [log_type, "records"] {
+    /// Logs one line in `log_type` and in `records`.
+    fn log_text_twice(&mut self, log_type: &'static str, text: String) {
+        for (log_type, text) in [(log_type, text.clone()), ("records", text)] {
             let seq = self.seq.entry(log_type).or_insert(0);
             self.lines.push(RecordLine {
                 log_type: log_type.to_string(),
                 seq: *seq,
-                line: text.clone(),
+                line: text,
             });
             *seq += 1;
         }
@@ -542,16 +552,41 @@ impl Run {
         );
     }
 
-    async fn flush(&mut self, store: &DynStore) -> Result<(), StoreError> {
+    /// Hands the ledger entries, record lines and progress gathered so far to the store on
+    /// a task of its own, once the previous flush has finished (its error is returned here).
+    async fn flush(&mut self, store: &DynStore) -> Result<(), EngineError> {
+        self.settle_flush().await?;
         let ledger = std::mem::take(&mut self.ledger);
-        store.put_ledger_entries(self.sync_id, &ledger).await?;
         let lines = std::mem::take(&mut self.lines);
-        store
-            .append_execution_records(self.execution_id, &lines)
-            .await?;
-        store
-            .record_execution_progress(self.execution_id, self.counts, &self.errors)
-            .await
+        let identities = ledger
+            .iter()
+            .map(|entry| identity_hash(&entry.identity))
+            .collect();
+        let (store, sync_id, execution_id) = (store.clone(), self.sync_id, self.execution_id);
+        let (counts, errors) = (self.counts, self.errors.clone());
+        let task = tokio::spawn(
+            async move {
+                store.put_ledger_entries(sync_id, &ledger).await?;
+                store.append_execution_records(execution_id, &lines).await?;
+                store
+                    .record_execution_progress(execution_id, counts, &errors)
+                    .await
+            }
+            .in_current_span(),
+        );
+        self.pending_flush = Some(PendingFlush { identities, task });
+        Ok(())
+    }
+
+    /// Waits for the flush still being written, if any.
+    async fn settle_flush(&mut self) -> Result<(), EngineError> {
+        let Some(pending) = self.pending_flush.take() else {
+            return Ok(());
+        };
+        match pending.task.await {
+            Ok(written) => Ok(written?),
+            Err(error) => Err(EngineError::Task(error.to_string())),
+        }
     }
 
     async fn run(
@@ -660,6 +695,14 @@ impl Run {
             while !self.in_flight.is_empty() {
                 self.complete_oldest(context, targets).await?;
             }
+        }
+        // The ledger entries of an earlier window for the same identities are written first.
+        if let Some(pending) = &self.pending_flush
+            && rows
+                .iter()
+                .any(|row| pending.identities.contains(&identity_hash(&row.identity)))
+        {
+            self.settle_flush().await?;
         }
         // Stage 3: change detection. Unforced runs ask the ledger only for the rows it does
         // not hold as confirmed with the same hash (unchanged rows read nothing back).
@@ -787,14 +830,14 @@ impl Run {
         };
         let empty: Vec<Record> = Vec::new();
         let mut decided = Vec::with_capacity(candidates.len());
-        for candidate in candidates {
+        for mut candidate in candidates {
             let matches = lookup_set.contains(&candidate.row.identity).then(|| {
                 found
                     .get(&target.lookup_key(&candidate.row.identity))
                     .unwrap_or(&empty)
                     .as_slice()
             });
-            let decision = decide(sync, &target.info, &candidate, matches);
+            let decision = decide(sync, &target.info, &mut candidate, matches);
             decided.push((candidate, Side::Primary, decision));
         }
         self.plan_and_write(context, targets, decided).await
@@ -943,10 +986,20 @@ impl Run {
             let target = target.clone();
             let job = tokio::spawn(
                 async move {
-                    let result = target
-                        .write_bulk2_job(operation, &payloads, &key, bulk_poll())
-                        .await;
-                    (payloads, result)
+                    // Once the CSV is built each payload is kept only as the JSON text of
+                    // its log line (a fraction of the map's memory); a failed row gets its
+                    // payload back from it.
+                    let prepared = target.prepare_bulk2_job(operation, &payloads, &key);
+                    let values: Vec<String> = payloads
+                        .iter()
+                        .map(|(_, payload)| serde_json::to_string(payload).unwrap_or_default())
+                        .collect();
+                    drop(payloads);
+                    let result = match prepared {
+                        Ok(prepared) => target.run_bulk2_job(prepared, bulk_poll()).await,
+                        Err(error) => Err(error),
+                    };
+                    (values, result)
                 }
                 .instrument(span),
             );
@@ -966,18 +1019,13 @@ impl Run {
             return Ok(());
         };
         let joined = (&mut in_flight.job).await;
-        let mut rows = std::mem::take(&mut in_flight.rows);
+        let rows = std::mem::take(&mut in_flight.rows);
         for row in &rows {
             self.in_flight_identities
                 .remove(&row.candidate.row.identity);
         }
-        let outcomes = match joined {
-            Ok((payloads, Ok(outcomes))) => {
-                for (row, (_, payload)) in rows.iter_mut().zip(payloads) {
-                    row.payload = payload;
-                }
-                outcomes
-            }
+        let (values, outcomes) = match joined {
+            Ok((values, Ok(outcomes))) => (values, outcomes),
             Ok((_, Err(error))) => {
                 tracing::warn!(%error, "bulk job failed");
                 return Err(error.into());
@@ -985,7 +1033,15 @@ impl Run {
             Err(error) => return Err(EngineError::Task(error.to_string())),
         };
         let mut retry = Vec::new();
-        for (row, outcome) in rows.into_iter().zip(outcomes) {
+        for ((mut row, values), outcome) in rows.into_iter().zip(values).zip(outcomes) {
+            if outcome.success {
+                self.confirmed(&row, &outcome, &values);
+                continue;
+            }
+            // The text was made from a map, so it parses back into the same one.
+            if let Ok(Value::Object(payload)) = serde_json::from_str(&values) {
+                row.payload = payload;
+            }
             let target = targets.get(row.side);
             if let Some(again) = self.outcome(&context.sync, target, row, outcome) {
                 retry.push(again);
@@ -1274,6 +1330,52 @@ impl Run {
         Ok(retry)
     }
 
+    /// Records a write Salesforce confirmed: counts, the log lines (`values` is the payload
+    /// as JSON text) and the ledger entry.
+    fn confirmed(&mut self, row: &Planned, result: &SaveResult, values: &str) {
+        let id = result.id.clone().or_else(|| row.id.clone());
+        let (outcome, log_type) = match (row.operation, result.created) {
+            (Operation::Create, _) => {
+                self.counts.insert += 1;
+                ("inserted", "inserts")
+            }
+            (Operation::Update, _) => {
+                self.counts.update += 1;
+                ("updated", "updates")
+            }
+            (Operation::Upsert, created) => {
+                self.counts.upserts += 1;
+                if created == Some(true) {
+                    self.counts.insert += 1;
+                    ("upserted", "inserts")
+                } else {
+                    self.counts.update += 1;
+                    ("upserted", "updates")
+                }
+            }
+            (Operation::Delete, _) => {
+                self.counts.delete += 1;
+                ("deleted", "deletes")
+            }
+        };
+        let identity = &row.candidate.row.identity;
+        // The line `{"identity", "id", "operation", "values"}` with the values already text.
+        let text = format!(
+            "{{\"identity\":{},\"id\":{},\"operation\":\"{}\",\"values\":{values}}}",
+            Value::from(identity.as_str()),
+            id.as_deref().map_or(Value::Null, Value::from),
+            operation_name(row.operation),
+        );
+        self.log_text_twice(log_type, text);
+        self.ledger.push(LedgerEntry::new(
+            identity.clone(),
+            Some(row.candidate.hash.clone()),
+            id,
+            outcome,
+            None,
+        ));
+    }
+
     /// Records one record's outcome; returns the row when it should be written again
     /// without its invalid references.
     fn outcome(
@@ -1284,45 +1386,9 @@ impl Run {
         result: SaveResult,
     ) -> Option<Planned> {
         if result.success {
-            let id = result.id.clone().or_else(|| row.id.clone());
-            let (outcome, log_type) = match (row.operation, result.created) {
-                (Operation::Create, _) => {
-                    self.counts.insert += 1;
-                    ("inserted", "inserts")
-                }
-                (Operation::Update, _) => {
-                    self.counts.update += 1;
-                    ("updated", "updates")
-                }
-                (Operation::Upsert, created) => {
-                    self.counts.upserts += 1;
-                    if created == Some(true) {
-                        self.counts.insert += 1;
-                        ("upserted", "inserts")
-                    } else {
-                        self.counts.update += 1;
-                        ("upserted", "updates")
-                    }
-                }
-                (Operation::Delete, _) => {
-                    self.counts.delete += 1;
-                    ("deleted", "deletes")
-                }
-            };
-            let line = WrittenLine {
-                identity: &row.candidate.row.identity,
-                id: id.as_deref(),
-                operation: operation_name(row.operation),
-                values: &row.payload,
-            };
-            self.log_twice(log_type, &line);
-            self.ledger.push(LedgerEntry::new(
-                row.candidate.row.identity.clone(),
-                Some(row.candidate.hash.clone()),
-                id,
-                outcome,
-                None,
-            ));
+            // Serializing JSON values into a string cannot fail.
+            let values = serde_json::to_string(&row.payload).unwrap_or_default();
+            self.confirmed(&row, &result, &values);
             return None;
         }
         if result.is_lock_failure() {

@@ -467,6 +467,41 @@ impl SalesforceTarget {
         key: &str,
         poll: PollOptions,
     ) -> Result<Vec<SaveResult>, SalesforceError> {
+        let prepared = self.prepare_bulk2_job(operation, rows, key)?;
+        self.run_bulk2_job(prepared, poll).await
+    }
+
+    /// The first half of [`SalesforceTarget::write_bulk2_job`]: the job's CSV and where
+    /// each row's result will be found. The rows are not needed after this.
+    pub fn prepare_bulk2_job(
+        &self,
+        operation: Operation,
+        rows: &[WriteRow],
+        key: &str,
+    ) -> Result<Bulk2Job, SalesforceError> {
+        Ok(Bulk2Job {
+            operation,
+            uploads: bulk2_uploads(&bulk2_columns(operation, rows), rows)?,
+            positions: bulk2_positions(operation, rows, key),
+            rows: rows.len(),
+            key: key.to_string(),
+        })
+    }
+
+    /// The second half of [`SalesforceTarget::write_bulk2_job`]: creates the job, uploads,
+    /// closes, waits and reads the results back, one per row in the rows' order.
+    pub async fn run_bulk2_job(
+        &self,
+        prepared: Bulk2Job,
+        poll: PollOptions,
+    ) -> Result<Vec<SaveResult>, SalesforceError> {
+        let Bulk2Job {
+            operation,
+            uploads,
+            positions,
+            rows,
+            key,
+        } = prepared;
         let ingest_operation = match operation {
             Operation::Create => IngestOperation::Insert,
             Operation::Update => IngestOperation::Update,
@@ -477,8 +512,6 @@ impl SalesforceTarget {
         if operation == Operation::Upsert {
             request.external_id_field_name = self.identity_field.clone();
         }
-        let columns = bulk2_columns(operation, rows);
-        let uploads = bulk2_uploads(&columns, rows)?;
         let job = self.client.create_ingest_job(&request).await?;
         self.job_opened(JobApi::Bulk2, &job.id).await?;
         for csv in uploads {
@@ -497,8 +530,7 @@ impl SalesforceTarget {
             }
             Err(error) => return Err(error),
         };
-        let mut results: Vec<Option<SaveResult>> = vec![None; rows.len()];
-        let positions = bulk2_positions(operation, rows, key);
+        let mut results: Vec<Option<SaveResult>> = vec![None; rows];
         let want_successful = info
             .as_ref()
             .is_none_or(|i| i.number_records_processed > i.number_records_failed);
@@ -520,7 +552,7 @@ impl SalesforceTarget {
                 (Err(_), Some(_)) => continue,
                 (Err(error), None) => return Err(error),
             };
-            place_bulk2_results(&set, key, &positions, &mut results);
+            place_bulk2_results(&set, &key, &positions, &mut results);
         }
         self.job_finished(&job.id).await;
         let missing = match &job_failure {
@@ -662,6 +694,17 @@ fn bulk2_cells(columns: &[String], row: &WriteRow) -> Vec<Option<String>> {
             }
         })
         .collect()
+}
+
+/// A Bulk 2.0 job ready to send ([`SalesforceTarget::prepare_bulk2_job`]).
+#[derive(Debug)]
+pub struct Bulk2Job {
+    operation: Operation,
+    uploads: Vec<Bytes>,
+    /// Key value → the row's position.
+    positions: HashMap<String, usize>,
+    rows: usize,
+    key: String,
 }
 
 /// Rows turned into CSV cells at a time (the cells of a whole job are never held at once).
