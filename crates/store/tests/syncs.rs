@@ -703,6 +703,15 @@ async fn ledger_changes(store: DynStore) {
             .unwrap()
             .is_empty()
     );
+    // A repeated identity: each occurrence is reported at its own position.
+    let repeated = [("other", "h2"), ("same", "h1"), ("other", "changed")];
+    let mut changes = store
+        .ledger_changes(sync, &repeated, &confirmed)
+        .await
+        .unwrap();
+    changes.sort_by_key(|(position, _)| *position);
+    let positions: Vec<usize> = changes.iter().map(|(position, _)| *position).collect();
+    assert_eq!(positions, [2]);
     // Many rows at once: positions stay those of the input.
     let many: Vec<LedgerEntry> = (0..12_000)
         .map(|n| {
