@@ -794,24 +794,36 @@ async fn hand_back_model_sync(state: &AppState, settings: &WorkerSettings, job: 
 
 /// Lost lease of a model-sync job: hands the attempt off
 /// ([`ferry_store::JobStore::hand_off_lost_model_sync_attempt`]) before the engine is
-/// stopped. `false` when the store failed (nothing changed).
+/// stopped. The store is asked up to [`HAND_OFF_ATTEMPTS`] times (SQLite can answer
+/// "database is locked" at once while the run's own writes are in progress; the hand-off is
+/// one transaction, so a retry is safe). `false` when the store kept failing (nothing
+/// changed).
 async fn hand_off_lost_model_sync(state: &AppState, job: &Job, execution_id: Uuid) -> bool {
-    match state
-        .store()
-        .hand_off_lost_model_sync_attempt(job.id, execution_id)
-        .await
-    {
-        Ok(Some(next)) => {
-            tracing::info!(execution_id = %next.id, "attempt handed off; next execution queued");
-            true
-        }
-        Ok(None) => true,
-        Err(error) => {
-            tracing::warn!(%error, "could not hand the attempt off");
-            false
+    for attempt in 1..=HAND_OFF_ATTEMPTS {
+        match state
+            .store()
+            .hand_off_lost_model_sync_attempt(job.id, execution_id)
+            .await
+        {
+            Ok(Some(next)) => {
+                tracing::info!(execution_id = %next.id, "attempt handed off; next execution queued");
+                return true;
+            }
+            Ok(None) => return true,
+            Err(error) if attempt < HAND_OFF_ATTEMPTS => {
+                tracing::info!(%error, attempt, "could not hand the attempt off yet; trying again");
+                tokio::time::sleep(Duration::from_millis(50) * attempt).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "could not hand the attempt off");
+            }
         }
     }
+    false
 }
+
+/// How often [`hand_off_lost_model_sync`] asks the store.
+const HAND_OFF_ATTEMPTS: u32 = 5;
 
 /// Entries in a sync's ledger (`None` when the store cannot say; statistics are then left
 /// to the database).

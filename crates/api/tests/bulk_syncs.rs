@@ -200,6 +200,7 @@ impl Harness {
     /// Polls an execution until it reaches a terminal status.
     async fn wait(&self, sync: &str, execution: &str) -> Value {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let mut last = Value::Null;
         while std::time::Instant::now() < deadline {
             let data = self
                 .ok(
@@ -213,9 +214,15 @@ impl Harness {
             {
                 return data;
             }
+            last = data;
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("execution {execution} did not finish");
+        let job = self
+            .state
+            .store()
+            .job_for_execution(execution.parse().unwrap())
+            .await;
+        panic!("execution {execution} did not finish: {last}; its job: {job:?}");
     }
 
     async fn run(&self, sync: &str, body: Value) -> Value {
