@@ -441,29 +441,43 @@ fn pg_select_expression(field: &SourceField) -> String {
     }
 }
 
+/// Decodes without sqlx's per-value type check: `read` was chosen from the column's type
+/// (or the column was cast to text for it) when the query was built.
 fn pg_value(row: &sqlx::postgres::PgRow, index: usize, read: PgRead) -> Result<Value, sqlx::Error> {
     use sqlx::Row as _;
     let value = match read {
-        PgRead::Bool => row.try_get::<Option<bool>, _>(index)?.map(Value::from),
-        PgRead::Int2 => row.try_get::<Option<i16>, _>(index)?.map(Value::from),
-        PgRead::Int4 => row.try_get::<Option<i32>, _>(index)?.map(Value::from),
-        PgRead::Int8 => row.try_get::<Option<i64>, _>(index)?.map(Value::from),
+        PgRead::Bool => row
+            .try_get_unchecked::<Option<bool>, _>(index)?
+            .map(Value::from),
+        PgRead::Int2 => row
+            .try_get_unchecked::<Option<i16>, _>(index)?
+            .map(Value::from),
+        PgRead::Int4 => row
+            .try_get_unchecked::<Option<i32>, _>(index)?
+            .map(Value::from),
+        PgRead::Int8 => row
+            .try_get_unchecked::<Option<i64>, _>(index)?
+            .map(Value::from),
         PgRead::Float4 => row
-            .try_get::<Option<f32>, _>(index)?
+            .try_get_unchecked::<Option<f32>, _>(index)?
             .map(|v| source::float(f64::from(v))),
-        PgRead::Float8 => row.try_get::<Option<f64>, _>(index)?.map(source::float),
+        PgRead::Float8 => row
+            .try_get_unchecked::<Option<f64>, _>(index)?
+            .map(source::float),
         PgRead::Decimal => row
-            .try_get::<Option<String>, _>(index)?
+            .try_get_unchecked::<Option<String>, _>(index)?
             .map(|v| source::decimal(&v)),
         PgRead::Timestamp => row
-            .try_get::<Option<String>, _>(index)?
+            .try_get_unchecked::<Option<String>, _>(index)?
             .map(|v| source::text_timestamp(&v)),
-        PgRead::Text => row.try_get::<Option<String>, _>(index)?.map(Value::String),
+        PgRead::Text => row
+            .try_get_unchecked::<Option<String>, _>(index)?
+            .map(Value::String),
         PgRead::Json | PgRead::Array => row
-            .try_get::<Option<String>, _>(index)?
+            .try_get_unchecked::<Option<String>, _>(index)?
             .map(|v| serde_json::from_str(&v).unwrap_or(Value::String(v))),
         PgRead::Bytes => row
-            .try_get::<Option<Vec<u8>>, _>(index)?
+            .try_get_unchecked::<Option<Vec<u8>>, _>(index)?
             .map(|v| source::base64(&v)),
     };
     Ok(value.unwrap_or(Value::Null))

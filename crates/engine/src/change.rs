@@ -53,6 +53,12 @@ impl<'a> RowHasher<'a> {
     /// The hash of one row's values.
     pub fn hash(&mut self, values: &Map<String, Value>) -> String {
         let entries: Vec<(&String, &Value)> = values.iter().collect();
+        self.hash_entries(&entries)
+    }
+
+    /// The hash of one row's values given as (key, value) pairs with distinct keys, in
+    /// any order: equal to [`RowHasher::hash`] of the map holding them.
+    pub fn hash_entries(&mut self, entries: &[(&String, &Value)]) -> String {
         let same_keys = entries.len() == self.keys.len()
             && entries
                 .iter()
@@ -71,7 +77,7 @@ impl<'a> RowHasher<'a> {
         let _ = serde_json::to_writer(
             &mut self.json,
             &SortedMap {
-                entries: &entries,
+                entries,
                 order: &self.order,
             },
         );

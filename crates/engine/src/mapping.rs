@@ -10,11 +10,13 @@
 //! Values are converted for Salesforce here and nowhere else: JSON objects and arrays
 //! become JSON text; numbers, strings, booleans, dates and timestamps pass unchanged.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
-use ferry_connectors::RowBatch;
+use ferry_connectors::{RowBatch, SourceField};
 use serde_json::{Map, Value};
 
+use crate::change::RowHasher;
 use crate::filter::combine;
 use crate::spec::{CompiledSync, FieldValue, FilterFieldType};
 
@@ -89,153 +91,292 @@ fn value_at(row: &[Value], index: usize) -> &Value {
     row.get(index).unwrap_or(&Value::Null)
 }
 
-/// Maps one batch of model rows. A model value mapped to a single field is moved out of
-/// the batch (leaving a null) rather than copied.
-pub fn map_batch(sync: &CompiledSync, batch: &mut RowBatch) -> Result<MappedBatch, MissingField> {
-    let positions: HashMap<&str, usize> = batch
-        .fields
-        .iter()
-        .enumerate()
-        .map(|(index, field)| (field.name.as_str(), index))
-        .collect();
-    let position = |name: &str| {
-        positions
-            .get(name)
-            .copied()
-            .ok_or_else(|| MissingField(name.to_string()))
-    };
-    let key = position(&sync.key_field)?;
-    // Model filters with the position of their field; `None` for target filters.
-    let filters = sync
-        .filters
-        .iter()
-        .map(|filter| match filter.field_type {
-            FilterFieldType::Model => Ok(Some((position(&filter.field)?, filter))),
-            FilterFieldType::Target => Ok(None),
-        })
-        .collect::<Result<Vec<_>, MissingField>>()?;
-    let target_filters = sync.has_target_filters();
-    let overrides = sync
-        .overrides
-        .iter()
-        .map(|o| Ok((position(&o.field)?, o)))
-        .collect::<Result<Vec<_>, MissingField>>()?;
-    let fields = sync
-        .fields
-        .iter()
-        .map(|field| {
-            let source = match &field.value {
-                FieldValue::Source(name) => Some((name.as_str(), position(name)?)),
-                FieldValue::Constant(_) => None,
-            };
-            Ok((field, source))
-        })
-        .collect::<Result<Vec<_>, MissingField>>()?;
-    // How many mapped fields read each model value: one that only one reads is moved.
-    let mut readers = vec![0usize; batch.fields.len()];
-    for (_, source) in &fields {
-        if let Some((_, index)) = source
-            && let Some(count) = readers.get_mut(*index)
-        {
-            *count += 1;
+/// A model row the filters kept, with its identity, not mapped yet: `index` is its
+/// position in the batch. Change detection hashes such rows straight from the batch
+/// ([`BatchPlan::hash`]) and only rows that changed are mapped ([`BatchPlan::map_row`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelectedRow {
+    /// The identity value (text), the ledger key.
+    pub identity: String,
+    /// Position of the row in the batch.
+    pub index: usize,
+    /// As [`MappedRow::pending_filters`].
+    pub pending_filters: Option<Vec<Option<bool>>>,
+}
+
+/// The rows of a batch the filters kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selection {
+    /// At most one per identity (the last one wins), in first-seen order.
+    pub rows: Vec<SelectedRow>,
+    /// Rows the filters excluded.
+    pub filtered: usize,
+    /// Rows that cannot be synced.
+    pub rejected: Vec<RejectedRow>,
+}
+
+/// A sync's mapping resolved against the fields of a read: the position of every model
+/// field it uses. Its methods take the same [`CompiledSync`] it was made from.
+#[derive(Debug, Clone)]
+pub struct BatchPlan {
+    key: usize,
+    /// Position of each filter's model field (`None` for target filters).
+    filters: Vec<Option<usize>>,
+    /// Position of each override's model field.
+    overrides: Vec<usize>,
+    /// Position of each mapped field's model field (`None` for constants).
+    fields: Vec<Option<usize>>,
+    /// How many mapped fields read each model value: a value only one reads is moved.
+    readers: Vec<usize>,
+    /// Whether every target field is mapped once (a row's values are then exactly the
+    /// mapped fields in order, which [`BatchPlan::hash`] relies on).
+    distinct_targets: bool,
+}
+
+impl BatchPlan {
+    /// Resolves `sync`'s fields against the fields of a read.
+    pub fn new(sync: &CompiledSync, read: &[SourceField]) -> Result<BatchPlan, MissingField> {
+        let positions: HashMap<&str, usize> = read
+            .iter()
+            .enumerate()
+            .map(|(index, field)| (field.name.as_str(), index))
+            .collect();
+        let position = |name: &str| {
+            positions
+                .get(name)
+                .copied()
+                .ok_or_else(|| MissingField(name.to_string()))
+        };
+        let key = position(&sync.key_field)?;
+        let filters = sync
+            .filters
+            .iter()
+            .map(|filter| match filter.field_type {
+                FilterFieldType::Model => Ok(Some(position(&filter.field)?)),
+                FilterFieldType::Target => Ok(None),
+            })
+            .collect::<Result<Vec<_>, MissingField>>()?;
+        let overrides = sync
+            .overrides
+            .iter()
+            .map(|o| position(&o.field))
+            .collect::<Result<Vec<_>, MissingField>>()?;
+        let fields = sync
+            .fields
+            .iter()
+            .map(|field| match &field.value {
+                FieldValue::Source(name) => Ok(Some(position(name)?)),
+                FieldValue::Constant(_) => Ok(None),
+            })
+            .collect::<Result<Vec<_>, MissingField>>()?;
+        let mut readers = vec![0usize; read.len()];
+        for index in fields.iter().flatten() {
+            if let Some(count) = readers.get_mut(*index) {
+                *count += 1;
+            }
         }
+        let mut targets: Vec<&str> = sync.fields.iter().map(|f| f.target.as_str()).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        Ok(BatchPlan {
+            key,
+            filters,
+            overrides,
+            fields,
+            readers,
+            distinct_targets: targets.len() == sync.fields.len(),
+        })
     }
 
-    let mut out = MappedBatch {
-        rows: Vec::with_capacity(batch.rows.len()),
-        ..MappedBatch::default()
-    };
-    let mut seen: HashMap<String, usize> = HashMap::with_capacity(batch.rows.len());
-    let mut results = Vec::with_capacity(filters.len());
-    for row in &mut batch.rows {
-        let pending_filters = if target_filters {
-            let partial: Vec<Option<bool>> = filters
-                .iter()
-                .copied()
-                .map(|model| {
-                    model.map(|(index, filter)| {
-                        filter
-                            .function
-                            .matches(value_at(row, index), filter.value.as_ref())
+    /// Applies the filters and reads the identities: the rows to sync, the rows filtered
+    /// out and the rows rejected (no identity, or a later row with the same identity).
+    pub fn select(&self, sync: &CompiledSync, rows: &[Vec<Value>]) -> Selection {
+        let target_filters = sync.has_target_filters();
+        let mut out = Selection {
+            rows: Vec::with_capacity(rows.len()),
+            ..Selection::default()
+        };
+        let mut seen: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        let mut results = Vec::with_capacity(self.filters.len());
+        for (index, row) in rows.iter().enumerate() {
+            let pending_filters = if target_filters {
+                let partial: Vec<Option<bool>> = sync
+                    .filters
+                    .iter()
+                    .zip(&self.filters)
+                    .map(|(filter, position)| {
+                        position.map(|position| {
+                            filter
+                                .function
+                                .matches(value_at(row, position), filter.value.as_ref())
+                        })
                     })
-                })
-                .collect();
-            match combine(sync.filter_logic.as_ref(), &partial) {
-                Some(false) => {
+                    .collect();
+                match combine(sync.filter_logic.as_ref(), &partial) {
+                    Some(false) => {
+                        out.filtered += 1;
+                        continue;
+                    }
+                    Some(true) => None,
+                    None => Some(partial),
+                }
+            } else {
+                results.clear();
+                results.extend(sync.filters.iter().zip(&self.filters).filter_map(
+                    |(filter, position)| {
+                        position.map(|position| {
+                            filter
+                                .function
+                                .matches(value_at(row, position), filter.value.as_ref())
+                        })
+                    },
+                ));
+                let keep = match &sync.filter_logic {
+                    Some(logic) => logic.evaluate(&results),
+                    None => results.iter().all(|r| *r),
+                };
+                if !keep {
                     out.filtered += 1;
                     continue;
                 }
-                Some(true) => None,
-                None => Some(partial),
-            }
-        } else {
-            results.clear();
-            results.extend(filters.iter().flatten().map(|(index, filter)| {
-                filter
-                    .function
-                    .matches(value_at(row, *index), filter.value.as_ref())
-            }));
-            let keep = match &sync.filter_logic {
-                Some(logic) => logic.evaluate(&results),
-                None => results.iter().all(|r| *r),
+                None
             };
-            if !keep {
-                out.filtered += 1;
-                continue;
-            }
-            None
-        };
-        let Some(identity) = identity_text(value_at(row, key)) else {
-            out.rejected.push(RejectedRow {
-                identity: None,
-                message: format!("the identity field '{}' is empty", sync.key_field),
-            });
-            continue;
-        };
-        let mut values = Map::with_capacity(fields.len());
-        for (field, source) in &fields {
-            let value = match (source, &field.value) {
-                (Some((name, index)), _) => {
-                    let original = value_at(row, *index);
-                    let replaced = overrides.iter().find(|(o_index, o)| {
-                        o.field == *name
-                            && *o_index == *index
-                            && o.function
-                                .is_none_or(|f| f.matches(original, o.value.as_ref()))
-                    });
-                    match replaced {
-                        Some((_, o)) => to_salesforce(&o.replacement),
-                        None if readers.get(*index) == Some(&1) => row
-                            .get_mut(*index)
-                            .map_or(Value::Null, |value| into_salesforce(std::mem::take(value))),
-                        None => to_salesforce(original),
-                    }
-                }
-                (None, FieldValue::Constant(constant)) => constant.clone(),
-                (None, FieldValue::Source(_)) => Value::Null,
-            };
-            values.insert(field.target.clone(), value);
-        }
-        let mapped = MappedRow {
-            identity,
-            values,
-            pending_filters,
-        };
-        match seen.get(&mapped.identity) {
-            Some(existing) => {
+            let Some(identity) = identity_text(value_at(row, self.key)) else {
                 out.rejected.push(RejectedRow {
-                    identity: Some(mapped.identity.clone()),
-                    message: "several rows share this identity; the last one is synced".into(),
+                    identity: None,
+                    message: format!("the identity field '{}' is empty", sync.key_field),
                 });
-                out.rows[*existing] = mapped;
+                continue;
+            };
+            let selected = SelectedRow {
+                identity,
+                index,
+                pending_filters,
+            };
+            match seen.get(&selected.identity) {
+                Some(existing) => {
+                    out.rejected.push(RejectedRow {
+                        identity: Some(selected.identity.clone()),
+                        message: "several rows share this identity; the last one is synced".into(),
+                    });
+                    out.rows[*existing] = selected;
+                }
+                None => {
+                    seen.insert(selected.identity.clone(), out.rows.len());
+                    out.rows.push(selected);
+                }
             }
-            None => {
-                seen.insert(mapped.identity.clone(), out.rows.len());
-                out.rows.push(mapped);
-            }
+        }
+        out
+    }
+
+    /// The override that replaces the model value at `index` (field `name`) of `row`.
+    fn replacement<'v>(
+        &self,
+        sync: &'v CompiledSync,
+        row: &[Value],
+        index: usize,
+        name: &str,
+    ) -> Option<&'v Value> {
+        let original = value_at(row, index);
+        sync.overrides
+            .iter()
+            .zip(&self.overrides)
+            .find(|(o, at)| {
+                o.field == name
+                    && **at == index
+                    && o.function
+                        .is_none_or(|f| f.matches(original, o.value.as_ref()))
+            })
+            .map(|(o, _)| &o.replacement)
+    }
+
+    /// The value mapped field `field` (a position in `sync.fields`) takes from `row`
+    /// (overrides applied, converted for Salesforce), borrowed when it needs no change.
+    fn value<'v>(&self, sync: &'v CompiledSync, row: &'v [Value], field: usize) -> Cow<'v, Value> {
+        let Some(mapping) = sync.fields.get(field) else {
+            return Cow::Owned(Value::Null);
+        };
+        let value = match (self.fields.get(field).copied().flatten(), &mapping.value) {
+            (Some(index), FieldValue::Source(name)) => self
+                .replacement(sync, row, index, name)
+                .unwrap_or_else(|| value_at(row, index)),
+            (_, FieldValue::Constant(constant)) => constant,
+            (None, FieldValue::Source(_)) => return Cow::Owned(Value::Null),
+        };
+        match value {
+            Value::Object(_) | Value::Array(_) => Cow::Owned(Value::String(value.to_string())),
+            other => Cow::Borrowed(other),
         }
     }
-    Ok(out)
+
+    /// The row's mapped values (target field → value, in mapping order). A model value
+    /// only one mapped field reads is moved out of the row (leaving a null).
+    pub fn map_row(&self, sync: &CompiledSync, row: &mut [Value]) -> Map<String, Value> {
+        let mut values = Map::with_capacity(sync.fields.len());
+        for (field, mapping) in sync.fields.iter().enumerate() {
+            let value = match (self.fields.get(field).copied().flatten(), &mapping.value) {
+                (Some(index), FieldValue::Source(name)) => {
+                    match self.replacement(sync, row, index, name) {
+                        Some(replacement) => to_salesforce(replacement),
+                        None if self.readers.get(index) == Some(&1) => into_salesforce(
+                            row.get_mut(index).map(std::mem::take).unwrap_or_default(),
+                        ),
+                        None => to_salesforce(value_at(row, index)),
+                    }
+                }
+                (_, FieldValue::Constant(constant)) => constant.clone(),
+                (None, FieldValue::Source(_)) => Value::Null,
+            };
+            values.insert(mapping.target.clone(), value);
+        }
+        values
+    }
+
+    /// The change-detection hash of the row's mapped values, equal to
+    /// `hasher.hash(&self.map_row(..))` without building the map.
+    pub fn hash(&self, sync: &CompiledSync, hasher: &mut RowHasher<'_>, row: &[Value]) -> String {
+        if !self.distinct_targets {
+            // A target mapped twice keeps one value: the map decides which.
+            let mut copy = row.to_vec();
+            return hasher.hash(&self.map_row(sync, &mut copy));
+        }
+        let values: Vec<Cow<'_, Value>> = (0..sync.fields.len())
+            .map(|field| self.value(sync, row, field))
+            .collect();
+        let entries: Vec<(&String, &Value)> = sync
+            .fields
+            .iter()
+            .zip(&values)
+            .map(|(mapping, value)| (&mapping.target, value.as_ref()))
+            .collect();
+        hasher.hash_entries(&entries)
+    }
+}
+
+/// Maps one batch of model rows. A model value mapped to a single field is moved out of
+/// the batch (leaving a null) rather than copied.
+pub fn map_batch(sync: &CompiledSync, batch: &mut RowBatch) -> Result<MappedBatch, MissingField> {
+    let plan = BatchPlan::new(sync, &batch.fields)?;
+    let selection = plan.select(sync, &batch.rows);
+    let rows = selection
+        .rows
+        .into_iter()
+        .map(|selected| MappedRow {
+            values: batch
+                .rows
+                .get_mut(selected.index)
+                .map(|row| plan.map_row(sync, row))
+                .unwrap_or_default(),
+            identity: selected.identity,
+            pending_filters: selected.pending_filters,
+        })
+        .collect();
+    Ok(MappedBatch {
+        rows,
+        filtered: selection.filtered,
+        rejected: selection.rejected,
+    })
 }
 
 #[cfg(test)]
@@ -397,6 +538,60 @@ mod tests {
                 {"field_id": "Status__c", "field_type": "Target", "function": "IsNotNull"}
             ]
         }))
+    }
+
+    /// Change detection hashes rows straight from the model values: the hash must be the
+    /// one of the mapped map, whatever overrides, constants, conversions and a field read
+    /// twice or a target mapped twice do.
+    #[test]
+    fn plan_hash_equals_the_hash_of_the_mapped_values() {
+        let field = |target: &str, source: &str| json!({"target": target, "source": {"model_id": Uuid::nil(), "field": source}});
+        let syncs = [
+            sync(json!({})),
+            sync(json!({"overrides": [
+                {"field_id": "f-name", "function": "IsNull", "override": {"a": [1]}}
+            ]})),
+            sync(json!({"fields": [
+                field("LastName", "name"), field("Title", "name"), field("Age__c", "age"),
+                field("Extra__c", "tags"), {"target": "LeadSource", "override_value": "Ferry"}
+            ]})),
+            {
+                // Compiling refuses a target mapped twice; the plan still copes.
+                let mut twice =
+                    sync(json!({"fields": [field("LastName", "name"), field("Title", "age")]}));
+                twice.fields[1].target = "LastName".into();
+                twice
+            },
+        ];
+        let rows = vec![
+            json!(["a@x.com", "Ann", 30, ["x", "y"]]),
+            json!(["b@x.com", null, 1.5, {"k": "v"}]),
+            json!(["c@x.com", "Él \"q\"", null, null]),
+        ];
+        for sync in &syncs {
+            let mut model = batch(rows.clone());
+            let plan = BatchPlan::new(sync, &model.fields).unwrap();
+            let selection = plan.select(sync, &model.rows);
+            assert_eq!(selection.rows.len(), 3);
+            let mut hasher = RowHasher::new("Contact", "updateOrCreate");
+            for selected in selection.rows {
+                let hash = plan.hash(sync, &mut hasher, &model.rows[selected.index]);
+                let values = plan.map_row(sync, &mut model.rows[selected.index]);
+                assert_eq!(hash, hasher.hash(&values), "{values:?}");
+            }
+        }
+        // Mapping moves model values only one field reads and copies the others.
+        let sync = &syncs[2];
+        let mut model = batch(rows);
+        let plan = BatchPlan::new(sync, &model.fields).unwrap();
+        let values = plan.map_row(sync, &mut model.rows[0]);
+        assert_eq!(values["LastName"], "Ann");
+        assert_eq!(values["Title"], "Ann");
+        assert_eq!(values["Age__c"], 30);
+        assert_eq!(
+            model.rows[0],
+            vec![json!("a@x.com"), json!("Ann"), Value::Null, Value::Null]
+        );
     }
 
     #[test]

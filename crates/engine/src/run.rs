@@ -39,7 +39,7 @@ use uuid::Uuid;
 
 use crate::batch::{chunks, sort_by_field};
 use crate::change::{CONFIRMED_OUTCOMES, Change, RowHasher, detect};
-use crate::mapping::{MappedRow, MissingField, RejectedRow, map_batch};
+use crate::mapping::{BatchPlan, MappedRow, MissingField, RejectedRow, SelectedRow};
 use crate::plan::{Candidate, Decision, Operation, SkipReason, decide, malformed_references};
 use crate::plan::{Side, decide_lead_or_contact};
 use crate::spec::LEAD_OR_CONTACT;
@@ -75,8 +75,9 @@ pub const PARALLEL_WRITES: usize = 4;
 /// job in flight first, so a row is never planned against a ledger entry its own earlier
 /// write is about to change.
 ///
-/// Measured with `ferry bench model-sync` (1M rows): 0 → 61 s, 1 → 24–28 s with peak RSS
-/// 224–234 MB once the C allocator's arenas were capped (`ferry`'s `main`).
+/// Measured with `ferry bench model-sync` (1M rows): 0 → 61 s; 1 → 23–26 s, peak RSS
+/// 225–240 MB once the C allocator's arenas were capped (`ferry`'s `main`); 2 → 21 s but
+/// peak RSS 247–258 MB, over the 256 MB budget.
 pub const JOBS_IN_FLIGHT: usize = 1;
 
 /// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
@@ -341,10 +342,13 @@ struct Planned {
     side: Side,
 }
 
-/// One read window after stages 1 and 2: the mapped rows (only the wanted identities when
-/// the run names some) and each row's hash.
+/// One read window after stages 1 and 2: the rows the filters kept (only the wanted
+/// identities when the run names some), each row's hash, and the model rows themselves —
+/// a row is mapped only once change detection wants it.
 struct PreparedWindow {
-    rows: Vec<MappedRow>,
+    plan: BatchPlan,
+    model_rows: Vec<Vec<Value>>,
+    rows: Vec<SelectedRow>,
     hashes: Vec<String>,
     rejected: Vec<RejectedRow>,
     /// Model rows read for this window.
@@ -421,29 +425,38 @@ impl Drop for PreparedWindows {
     }
 }
 
-/// Maps one batch (the batch is freed here) and hashes the rows the run wants.
+/// Filters one batch, reads its identities and hashes the mapped values of the rows the
+/// run wants (without mapping them).
 fn prepare_window(
     sync: &CompiledSync,
     identities: Option<&HashSet<String>>,
-    mut batch: RowBatch,
+    batch: RowBatch,
 ) -> Result<PreparedWindow, EngineError> {
     let read = batch.rows.len();
-    let mapped = map_batch(sync, &mut batch)?;
-    drop(batch);
-    let rows: Vec<MappedRow> = match identities {
-        Some(wanted) => mapped
+    let plan = BatchPlan::new(sync, &batch.fields)?;
+    let selection = plan.select(sync, &batch.rows);
+    let rows: Vec<SelectedRow> = match identities {
+        Some(wanted) => selection
             .rows
             .into_iter()
             .filter(|row| wanted.contains(&row.identity))
             .collect(),
-        None => mapped.rows,
+        None => selection.rows,
     };
     let mut hasher = RowHasher::new(&sync.object, sync.mode.as_str());
-    let hashes = rows.iter().map(|row| hasher.hash(&row.values)).collect();
+    let hashes = rows
+        .iter()
+        .map(|row| {
+            let values = batch.rows.get(row.index).map_or(&[][..], Vec::as_slice);
+            plan.hash(sync, &mut hasher, values)
+        })
+        .collect();
     Ok(PreparedWindow {
+        plan,
+        model_rows: batch.rows,
         rows,
         hashes,
-        rejected: mapped.rejected,
+        rejected: selection.rejected,
         read,
     })
 }
@@ -556,8 +569,11 @@ impl Run {
     /// a task of its own, once the previous flush has finished (its error is returned here).
     async fn flush(&mut self, store: &DynStore) -> Result<(), EngineError> {
         self.settle_flush().await?;
-        let ledger = std::mem::take(&mut self.ledger);
-        let lines = std::mem::take(&mut self.lines);
+        // The next window's entries and lines take about as many (sized now rather than
+        // grown by doubling: large buffers come fresh from the OS each time).
+        let (ledger_len, lines_len) = (self.ledger.len(), self.lines.len());
+        let ledger = std::mem::replace(&mut self.ledger, Vec::with_capacity(ledger_len));
+        let lines = std::mem::replace(&mut self.lines, Vec::with_capacity(lines_len));
         let identities = ledger
             .iter()
             .map(|entry| identity_hash(&entry.identity))
@@ -674,6 +690,8 @@ impl Run {
         let sync = &context.sync;
         let options = &context.options;
         let PreparedWindow {
+            plan,
+            mut model_rows,
             rows,
             hashes,
             rejected,
@@ -743,7 +761,11 @@ impl Run {
                 }
             }
         }
-        let mut candidates = Vec::new();
+        let mut candidates = Vec::with_capacity(if baseline || force {
+            rows.len()
+        } else {
+            changed.iter().filter(|changed| **changed).count()
+        });
         for (index, (row, hash)) in rows.into_iter().zip(hashes).enumerate() {
             if !baseline && !force && changed.get(index) != Some(&true) {
                 // The ledger holds this hash as confirmed.
@@ -763,13 +785,24 @@ impl Run {
                         ));
                     }
                 }
-                Change::Send => candidates.push(Candidate {
-                    row,
-                    hash,
-                    prior: entry,
-                }),
+                Change::Send => {
+                    let values = model_rows
+                        .get_mut(row.index)
+                        .map(|values| plan.map_row(sync, values))
+                        .unwrap_or_default();
+                    candidates.push(Candidate {
+                        row: MappedRow {
+                            identity: row.identity,
+                            values,
+                            pending_filters: row.pending_filters,
+                        },
+                        hash,
+                        prior: entry,
+                    });
+                }
             }
         }
+        drop(model_rows);
         if candidates.is_empty() {
             return Ok(());
         }
@@ -853,7 +886,7 @@ impl Run {
     ) -> Result<(), EngineError> {
         let sync = &context.sync;
         let options = &context.options;
-        let mut planned = Vec::new();
+        let mut planned = Vec::with_capacity(decided.len());
         for (candidate, side, decision) in decided {
             match decision {
                 Decision::Write {

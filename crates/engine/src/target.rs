@@ -21,6 +21,7 @@
 //!   the next run. `bulk_batch_size` shapes Bulk 1.0 batches only: Bulk 2.0 has no
 //!   client-side batches.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +31,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferry_salesforce::bulk1::{Bulk1ContentType, Bulk1JobRequest, Bulk1Operation, ConcurrencyMode};
 use ferry_salesforce::bulk2::{
-    ColumnDelimiter, IngestJobRequest, IngestOperation, IngestResultKind, IngestResults,
-    LineEnding, MAX_UPLOAD_BYTES, PollOptions, encode_csv,
+    CSV_NULL, ColumnDelimiter, IngestJobRequest, IngestOperation, IngestResultKind, IngestResults,
+    MAX_UPLOAD_BYTES, PollOptions,
 };
 use ferry_salesforce::{
     ApiErrorItem, CollectionOptions, QueryScope, Record, SObjectDescribe, SalesforceClient,
@@ -672,28 +673,29 @@ fn bulk2_columns(operation: Operation, rows: &[WriteRow]) -> Vec<String> {
     columns
 }
 
-/// One row's cells. A field the row does not set is an empty cell (Salesforce leaves it
-/// unchanged); a null, or an empty string (which REST stores as null too), is `#N/A`
-/// (cleared) — except in a reference column, where a parent cannot be cleared through an
-/// external id and the cell stays empty (as `nest` leaves it out).
-fn bulk2_cells(columns: &[String], row: &WriteRow) -> Vec<Option<String>> {
+/// One row's cell in `column`. A field the row does not set is an empty cell (Salesforce
+/// leaves it unchanged); a null, or an empty string (which REST stores as null too), is
+/// `#N/A` (cleared) — except in a reference column, where a parent cannot be cleared
+/// through an external id and the cell stays empty (as `nest` leaves it out).
+fn bulk2_cell<'r>(column: &str, row: &'r WriteRow) -> Cow<'r, str> {
     let (id, payload) = row;
-    columns
-        .iter()
-        .map(|column| {
-            if column == "Id" && !payload.contains_key("Id") {
-                return Some(id.clone().unwrap_or_default());
-            }
-            match payload.get(column) {
-                None => Some(String::new()),
-                Some(value) => match csv_text(value) {
-                    Some(text) if !text.is_empty() => Some(text),
-                    _ if column.contains('.') => Some(String::new()),
-                    _ => None,
-                },
-            }
-        })
-        .collect()
+    if column == "Id" && !payload.contains_key("Id") {
+        return Cow::Borrowed(id.as_deref().unwrap_or_default());
+    }
+    let text = match payload.get(column) {
+        None => return Cow::Borrowed(""),
+        Some(Value::Null) => None,
+        Some(Value::String(text)) => Some(Cow::Borrowed(text.as_str())),
+        Some(Value::Bool(true)) => Some(Cow::Borrowed("true")),
+        Some(Value::Bool(false)) => Some(Cow::Borrowed("false")),
+        Some(Value::Number(number)) => Some(Cow::Owned(number.to_string())),
+        Some(other) => Some(Cow::Owned(other.to_string())),
+    };
+    match text {
+        Some(text) if !text.is_empty() => text,
+        _ if column.contains('.') => Cow::Borrowed(""),
+        _ => Cow::Borrowed(CSV_NULL),
+    }
 }
 
 /// A Bulk 2.0 job ready to send ([`SalesforceTarget::prepare_bulk2_job`]).
@@ -707,34 +709,28 @@ pub struct Bulk2Job {
     key: String,
 }
 
-/// Rows turned into CSV cells at a time (the cells of a whole job are never held at once).
-const CSV_ENCODE_ROWS: usize = 1_000;
-
-/// The CSV of rows: header, then the rows encoded [`CSV_ENCODE_ROWS`] at a time.
+/// The CSV of rows (header first), written straight into one buffer sized for the job.
 fn bulk2_csv(columns: &[String], rows: &[WriteRow]) -> Result<Vec<u8>, SalesforceError> {
-    let header: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let mut csv = Vec::new();
-    let empty: [Vec<Option<&str>>; 0] = [];
-    csv.extend_from_slice(&encode_csv(
-        &header,
-        empty,
-        ColumnDelimiter::Comma,
-        LineEnding::Lf,
-    )?);
-    let header_len = csv.len();
-    for part in rows.chunks(CSV_ENCODE_ROWS) {
-        let cells: Vec<Vec<Option<String>>> =
-            part.iter().map(|row| bulk2_cells(columns, row)).collect();
-        let encoded = encode_csv(
-            &header,
-            cells.iter().map(|row| row.iter().map(Option::as_deref)),
-            ColumnDelimiter::Comma,
-            LineEnding::Lf,
-        )?;
-        // Every encoding starts with the same header line.
-        csv.extend_from_slice(encoded.get(header_len..).unwrap_or_default());
+    let invalid =
+        |error: csv::Error| SalesforceError::InvalidInput(format!("bulk 2.0 csv: {error}"));
+    // About 16 bytes a cell; the buffer grows if the rows are wider.
+    let estimate = (rows.len() + 1) * columns.len().max(1) * 16;
+    let mut writer = csv::WriterBuilder::new()
+        .delimiter(b',')
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::with_capacity(estimate));
+    writer.write_record(columns).map_err(invalid)?;
+    let mut cells: Vec<Cow<'_, str>> = Vec::with_capacity(columns.len());
+    for row in rows {
+        cells.clear();
+        cells.extend(columns.iter().map(|column| bulk2_cell(column, row)));
+        writer
+            .write_record(cells.iter().map(|cell| cell.as_bytes()))
+            .map_err(invalid)?;
     }
-    Ok(csv)
+    writer
+        .into_inner()
+        .map_err(|error| SalesforceError::InvalidInput(format!("bulk 2.0 csv: {error}")))
 }
 
 /// The CSV uploads of a job: all rows in one upload, split in halves while an upload
@@ -914,14 +910,14 @@ mod tests {
 
     #[test]
     fn bulk2_csv_has_one_header_however_many_rows() {
-        let rows: Vec<WriteRow> = (0..CSV_ENCODE_ROWS * 2 + 3)
-            .map(|n| row(None, json!({"Email": format!("p{n}@example.com")})))
-            .collect();
+        let mut rows: Vec<WriteRow> = vec![row(None, json!({"Email": "a,\"b\"", "Age": 1.5}))];
+        rows.extend((0..2_003).map(|n| row(None, json!({"Email": format!("p{n}@example.com")}))));
         let columns = bulk2_columns(Operation::Create, &rows);
         let csv = String::from_utf8(bulk2_csv(&columns, &rows).unwrap()).unwrap();
         assert_eq!(csv.lines().count(), rows.len() + 1);
         assert_eq!(csv.matches("Email").count(), 1);
-        assert!(csv.ends_with(&format!("p{}@example.com\n", rows.len() - 1)));
+        assert!(csv.starts_with("Email,Age\n\"a,\"\"b\"\"\",1.5\np0@example.com,\n"));
+        assert!(csv.ends_with(&format!("p{}@example.com,\n", rows.len() - 2)));
     }
 
     #[test]
