@@ -31,8 +31,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use ferry_salesforce::bulk1::{Bulk1ContentType, Bulk1JobRequest, Bulk1Operation, ConcurrencyMode};
 use ferry_salesforce::bulk2::{
-    CSV_NULL, ColumnDelimiter, IngestJobRequest, IngestOperation, IngestResultKind, IngestResults,
-    MAX_UPLOAD_BYTES, PollOptions,
+    ColumnDelimiter, IngestJobRequest, IngestOperation, IngestResultKind, IngestResults,
+    LineEnding, MAX_UPLOAD_BYTES, PollOptions, encode_csv,
 };
 use ferry_salesforce::{
     ApiErrorItem, CollectionOptions, QueryScope, Record, SObjectDescribe, SalesforceClient,
@@ -634,14 +634,14 @@ impl SalesforceTarget {
 /// check comes this much sooner (so the wait tracks the jobs' real duration from above).
 const BULK2_WAIT_SHRINK: f64 = 0.95;
 
-/// A JSON value as a Bulk 2.0 CSV cell (`None` for null).
-fn csv_text(value: &Value) -> Option<String> {
+/// A JSON value as a Bulk 2.0 CSV cell (`None` for null), borrowed when it is text.
+fn csv_text(value: &Value) -> Option<Cow<'_, str>> {
     match value {
         Value::Null => None,
-        Value::String(s) => Some(s.clone()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        other => Some(other.to_string()),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Bool(true) => Some(Cow::Borrowed("true")),
+        Value::Bool(false) => Some(Cow::Borrowed("false")),
+        other => Some(Cow::Owned(other.to_string())),
     }
 }
 
@@ -675,26 +675,20 @@ fn bulk2_columns(operation: Operation, rows: &[WriteRow]) -> Vec<String> {
 
 /// One row's cell in `column`. A field the row does not set is an empty cell (Salesforce
 /// leaves it unchanged); a null, or an empty string (which REST stores as null too), is
-/// `#N/A` (cleared) — except in a reference column, where a parent cannot be cleared
-/// through an external id and the cell stays empty (as `nest` leaves it out).
-fn bulk2_cell<'r>(column: &str, row: &'r WriteRow) -> Cow<'r, str> {
+/// `None` (`#N/A`, cleared) — except in a reference column, where a parent cannot be
+/// cleared through an external id and the cell stays empty (as `nest` leaves it out).
+fn bulk2_cell<'r>(column: &str, row: &'r WriteRow) -> Option<Cow<'r, str>> {
     let (id, payload) = row;
     if column == "Id" && !payload.contains_key("Id") {
-        return Cow::Borrowed(id.as_deref().unwrap_or_default());
+        return Some(Cow::Borrowed(id.as_deref().unwrap_or_default()));
     }
-    let text = match payload.get(column) {
-        None => return Cow::Borrowed(""),
-        Some(Value::Null) => None,
-        Some(Value::String(text)) => Some(Cow::Borrowed(text.as_str())),
-        Some(Value::Bool(true)) => Some(Cow::Borrowed("true")),
-        Some(Value::Bool(false)) => Some(Cow::Borrowed("false")),
-        Some(Value::Number(number)) => Some(Cow::Owned(number.to_string())),
-        Some(other) => Some(Cow::Owned(other.to_string())),
-    };
-    match text {
-        Some(text) if !text.is_empty() => text,
-        _ if column.contains('.') => Cow::Borrowed(""),
-        _ => Cow::Borrowed(CSV_NULL),
+    match payload.get(column) {
+        None => Some(Cow::Borrowed("")),
+        Some(value) => match csv_text(value) {
+            Some(text) if !text.is_empty() => Some(text),
+            _ if column.contains('.') => Some(Cow::Borrowed("")),
+            _ => None,
+        },
     }
 }
 
@@ -709,28 +703,16 @@ pub struct Bulk2Job {
     key: String,
 }
 
-/// The CSV of rows (header first), written straight into one buffer sized for the job.
-fn bulk2_csv(columns: &[String], rows: &[WriteRow]) -> Result<Vec<u8>, SalesforceError> {
-    let invalid =
-        |error: csv::Error| SalesforceError::InvalidInput(format!("bulk 2.0 csv: {error}"));
-    // About 16 bytes a cell; the buffer grows if the rows are wider.
-    let estimate = (rows.len() + 1) * columns.len().max(1) * 16;
-    let mut writer = csv::WriterBuilder::new()
-        .delimiter(b',')
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(Vec::with_capacity(estimate));
-    writer.write_record(columns).map_err(invalid)?;
-    let mut cells: Vec<Cow<'_, str>> = Vec::with_capacity(columns.len());
-    for row in rows {
-        cells.clear();
-        cells.extend(columns.iter().map(|column| bulk2_cell(column, row)));
-        writer
-            .write_record(cells.iter().map(|cell| cell.as_bytes()))
-            .map_err(invalid)?;
-    }
-    writer
-        .into_inner()
-        .map_err(|error| SalesforceError::InvalidInput(format!("bulk 2.0 csv: {error}")))
+/// The CSV of rows (header first).
+fn bulk2_csv(columns: &[String], rows: &[WriteRow]) -> Result<Bytes, SalesforceError> {
+    let header: Vec<&str> = columns.iter().map(String::as_str).collect();
+    encode_csv(
+        &header,
+        rows.iter()
+            .map(|row| columns.iter().map(move |column| bulk2_cell(column, row))),
+        ColumnDelimiter::Comma,
+        LineEnding::Lf,
+    )
 }
 
 /// The CSV uploads of a job: all rows in one upload, split in halves while an upload
@@ -739,7 +721,7 @@ fn bulk2_uploads(columns: &[String], rows: &[WriteRow]) -> Result<Vec<Bytes>, Sa
     let mut uploads = Vec::new();
     let mut pending = vec![rows];
     while let Some(part) = pending.pop() {
-        let csv = Bytes::from(bulk2_csv(columns, part)?);
+        let csv = bulk2_csv(columns, part)?;
         if csv.len() > MAX_UPLOAD_BYTES && part.len() > 1 {
             let (first, second) = part.split_at(part.len() / 2);
             pending.push(second);
@@ -757,7 +739,7 @@ fn bulk2_positions(operation: Operation, rows: &[WriteRow], key: &str) -> HashMa
         .enumerate()
         .filter_map(|(position, (id, payload))| {
             let value = match operation {
-                Operation::Update | Operation::Delete => id.clone(),
+                Operation::Update | Operation::Delete => id.as_deref().map(Cow::Borrowed),
                 Operation::Create | Operation::Upsert => payload
                     .iter()
                     .find(|(k, _)| k.eq_ignore_ascii_case(key))
@@ -898,7 +880,7 @@ mod tests {
                 "Phone"
             ]
         );
-        let csv = String::from_utf8(bulk2_csv(&columns, &rows).unwrap()).unwrap();
+        let csv = String::from_utf8(bulk2_csv(&columns, &rows).unwrap().to_vec()).unwrap();
         assert_eq!(
             csv,
             "Id,LastName,FirstName,Title,Account.Ext__c,Age__c,Phone\n\
@@ -913,7 +895,7 @@ mod tests {
         let mut rows: Vec<WriteRow> = vec![row(None, json!({"Email": "a,\"b\"", "Age": 1.5}))];
         rows.extend((0..2_003).map(|n| row(None, json!({"Email": format!("p{n}@example.com")}))));
         let columns = bulk2_columns(Operation::Create, &rows);
-        let csv = String::from_utf8(bulk2_csv(&columns, &rows).unwrap()).unwrap();
+        let csv = String::from_utf8(bulk2_csv(&columns, &rows).unwrap().to_vec()).unwrap();
         assert_eq!(csv.lines().count(), rows.len() + 1);
         assert_eq!(csv.matches("Email").count(), 1);
         assert!(csv.starts_with("Email,Age\n\"a,\"\"b\"\"\",1.5\np0@example.com,\n"));

@@ -377,8 +377,8 @@ pub const CSV_NULL: &str = "#N/A";
 
 /// Encodes rows as ingest CSV: `None` becomes `#N/A` (null), never an empty cell (which
 /// means "leave unchanged" on update, which is what `Some("")` writes); every cell that
-/// needs it is quoted.
-pub fn encode_csv<'a, R, C>(
+/// needs it is quoted. Cells may be borrowed or owned text.
+pub fn encode_csv<R, C, S>(
     columns: &[&str],
     rows: R,
     delimiter: ColumnDelimiter,
@@ -386,7 +386,8 @@ pub fn encode_csv<'a, R, C>(
 ) -> Result<Bytes>
 where
     R: IntoIterator<Item = C>,
-    C: IntoIterator<Item = Option<&'a str>>,
+    C: IntoIterator<Item = Option<S>>,
+    S: AsRef<str>,
 {
     let terminator = match line_ending {
         LineEnding::Lf => csv::Terminator::Any(b'\n'),
@@ -401,10 +402,7 @@ where
         .write_record(columns)
         .map_err(|e| SalesforceError::InvalidInput(format!("{context}: {e}")))?;
     for (index, row) in rows.into_iter().enumerate() {
-        let cells: Vec<&str> = row
-            .into_iter()
-            .map(|cell| cell.unwrap_or(CSV_NULL))
-            .collect();
+        let cells: Vec<Option<S>> = row.into_iter().collect();
         if cells.len() != columns.len() {
             return Err(SalesforceError::InvalidInput(format!(
                 "row {index} has {} cells for {} columns",
@@ -413,7 +411,11 @@ where
             )));
         }
         writer
-            .write_record(&cells)
+            .write_record(
+                cells
+                    .iter()
+                    .map(|cell| cell.as_ref().map_or(CSV_NULL, AsRef::as_ref)),
+            )
             .map_err(|e| SalesforceError::InvalidInput(format!("{context}: {e}")))?;
     }
     let bytes = writer
