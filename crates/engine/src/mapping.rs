@@ -70,19 +70,12 @@ pub fn identity_text(value: &Value) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// Converts a model value for Salesforce.
-pub fn to_salesforce(value: &Value) -> Value {
+/// A model value as Salesforce takes it: JSON objects and arrays become JSON text, the
+/// rest passes unchanged (borrowed).
+fn salesforce_form(value: &Value) -> Cow<'_, Value> {
     match value {
-        Value::Object(_) | Value::Array(_) => Value::String(value.to_string()),
-        other => other.clone(),
-    }
-}
-
-/// [`to_salesforce`] for a value the caller owns (nothing is copied).
-fn into_salesforce(value: Value) -> Value {
-    match value {
-        Value::Object(_) | Value::Array(_) => Value::String(value.to_string()),
-        other => other,
+        Value::Object(_) | Value::Array(_) => Cow::Owned(Value::String(value.to_string())),
+        other => Cow::Borrowed(other),
     }
 }
 
@@ -197,21 +190,18 @@ impl BatchPlan {
             ..Selection::default()
         };
         let mut seen: HashMap<String, usize> = HashMap::with_capacity(rows.len());
-        let mut results = Vec::with_capacity(self.filters.len());
+        let mut results: Vec<bool> = Vec::with_capacity(self.filters.len());
         for (index, row) in rows.iter().enumerate() {
+            // Each filter's result on this row; `None` for target filters.
+            let model_filters = sync.filters.iter().zip(&self.filters).map(|(filter, at)| {
+                at.map(|at| {
+                    filter
+                        .function
+                        .matches(value_at(row, at), filter.value.as_ref())
+                })
+            });
             let pending_filters = if target_filters {
-                let partial: Vec<Option<bool>> = sync
-                    .filters
-                    .iter()
-                    .zip(&self.filters)
-                    .map(|(filter, position)| {
-                        position.map(|position| {
-                            filter
-                                .function
-                                .matches(value_at(row, position), filter.value.as_ref())
-                        })
-                    })
-                    .collect();
+                let partial: Vec<Option<bool>> = model_filters.collect();
                 match combine(sync.filter_logic.as_ref(), &partial) {
                     Some(false) => {
                         out.filtered += 1;
@@ -222,15 +212,7 @@ impl BatchPlan {
                 }
             } else {
                 results.clear();
-                results.extend(sync.filters.iter().zip(&self.filters).filter_map(
-                    |(filter, position)| {
-                        position.map(|position| {
-                            filter
-                                .function
-                                .matches(value_at(row, position), filter.value.as_ref())
-                        })
-                    },
-                ));
+                results.extend(model_filters.flatten());
                 let keep = match &sync.filter_logic {
                     Some(logic) => logic.evaluate(&results),
                     None => results.iter().all(|r| *r),
@@ -297,17 +279,25 @@ impl BatchPlan {
         let Some(mapping) = sync.fields.get(field) else {
             return Cow::Owned(Value::Null);
         };
-        let value = match (self.fields.get(field).copied().flatten(), &mapping.value) {
-            (Some(index), FieldValue::Source(name)) => self
-                .replacement(sync, row, index, name)
-                .unwrap_or_else(|| value_at(row, index)),
-            (_, FieldValue::Constant(constant)) => constant,
-            (None, FieldValue::Source(_)) => return Cow::Owned(Value::Null),
-        };
-        match value {
-            Value::Object(_) | Value::Array(_) => Cow::Owned(Value::String(value.to_string())),
-            other => Cow::Borrowed(other),
+        match (self.fields.get(field).copied().flatten(), &mapping.value) {
+            (Some(index), FieldValue::Source(name)) => salesforce_form(
+                self.replacement(sync, row, index, name)
+                    .unwrap_or_else(|| value_at(row, index)),
+            ),
+            (_, FieldValue::Constant(constant)) => salesforce_form(constant),
+            (None, FieldValue::Source(_)) => Cow::Owned(Value::Null),
         }
+    }
+
+    /// The model value at the position mapped field `field` reads when it can be moved out
+    /// of the row: no other mapped field reads it and no override replaces it.
+    fn movable(&self, sync: &CompiledSync, row: &[Value], field: usize) -> Option<usize> {
+        let index = self.fields.get(field).copied().flatten()?;
+        let FieldValue::Source(name) = &sync.fields.get(field)?.value else {
+            return None;
+        };
+        (self.readers.get(index) == Some(&1) && self.replacement(sync, row, index, name).is_none())
+            .then_some(index)
     }
 
     /// The row's mapped values (target field → value, in mapping order). A model value
@@ -315,18 +305,15 @@ impl BatchPlan {
     pub fn map_row(&self, sync: &CompiledSync, row: &mut [Value]) -> Map<String, Value> {
         let mut values = Map::with_capacity(sync.fields.len());
         for (field, mapping) in sync.fields.iter().enumerate() {
-            let value = match (self.fields.get(field).copied().flatten(), &mapping.value) {
-                (Some(index), FieldValue::Source(name)) => {
-                    match self.replacement(sync, row, index, name) {
-                        Some(replacement) => to_salesforce(replacement),
-                        None if self.readers.get(index) == Some(&1) => into_salesforce(
-                            row.get_mut(index).map(std::mem::take).unwrap_or_default(),
-                        ),
-                        None => to_salesforce(value_at(row, index)),
+            let value = match self.movable(sync, row, field) {
+                Some(index) => {
+                    let value = row.get_mut(index).map(std::mem::take).unwrap_or_default();
+                    match salesforce_form(&value) {
+                        Cow::Borrowed(_) => value,
+                        Cow::Owned(converted) => converted,
                     }
                 }
-                (_, FieldValue::Constant(constant)) => constant.clone(),
-                (None, FieldValue::Source(_)) => Value::Null,
+                None => self.value(sync, row, field).into_owned(),
             };
             values.insert(mapping.target.clone(), value);
         }

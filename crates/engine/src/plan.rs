@@ -294,37 +294,30 @@ pub fn upserts_without_lookup(sync: &CompiledSync, target: &TargetInfo) -> bool 
 /// The payload of a create or upsert: nulls follow `insert_null_values`, and the identity
 /// value is set when the identity field is not mapped (so the record can be found again).
 fn create_payload(sync: &CompiledSync, candidate: &Candidate) -> Map<String, Value> {
-    let mut payload: Map<String, Value> = candidate
-        .row
-        .values
-        .iter()
-        .filter(|(_, v)| sync.config.insert_null_values || !v.is_null())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    add_identity(sync, candidate, &mut payload);
-    payload
+    payload_for_create(sync, &candidate.row.identity, candidate.row.values.clone())
 }
 
 /// [`create_payload`] that moves the mapped values out of the candidate instead of copying
 /// them (they are not needed once a row is decided).
 fn take_create_payload(sync: &CompiledSync, candidate: &mut Candidate) -> Map<String, Value> {
-    let mut payload = std::mem::take(&mut candidate.row.values);
+    let values = std::mem::take(&mut candidate.row.values);
+    payload_for_create(sync, &candidate.row.identity, values)
+}
+
+fn payload_for_create(
+    sync: &CompiledSync,
+    identity_value: &str,
+    mut payload: Map<String, Value>,
+) -> Map<String, Value> {
     if !sync.config.insert_null_values {
         payload.retain(|_, value| !value.is_null());
     }
-    add_identity(sync, candidate, &mut payload);
-    payload
-}
-
-fn add_identity(sync: &CompiledSync, candidate: &Candidate, payload: &mut Map<String, Value>) {
     if let Some(identity) = &sync.identity_target
         && !payload.keys().any(|k| k.eq_ignore_ascii_case(identity))
     {
-        payload.insert(
-            identity.clone(),
-            Value::String(candidate.row.identity.clone()),
-        );
+        payload.insert(identity.clone(), Value::String(identity_value.to_string()));
     }
+    payload
 }
 
 /// Decides one row. `matches` are the records its identity matched (`None` when no lookup
