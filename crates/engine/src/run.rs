@@ -569,11 +569,8 @@ impl Run {
     /// a task of its own, once the previous flush has finished (its error is returned here).
     async fn flush(&mut self, store: &DynStore) -> Result<(), EngineError> {
         self.settle_flush().await?;
-        // The next window's entries and lines take about as many (sized now rather than
-        // grown by doubling: large buffers come fresh from the OS each time).
-        let (ledger_len, lines_len) = (self.ledger.len(), self.lines.len());
-        let ledger = std::mem::replace(&mut self.ledger, Vec::with_capacity(ledger_len));
-        let lines = std::mem::replace(&mut self.lines, Vec::with_capacity(lines_len));
+        let ledger = std::mem::take(&mut self.ledger);
+        let lines = std::mem::take(&mut self.lines);
         let identities = ledger
             .iter()
             .map(|entry| identity_hash(&entry.identity))
@@ -761,11 +758,7 @@ impl Run {
                 }
             }
         }
-        let mut candidates = Vec::with_capacity(if baseline || force {
-            rows.len()
-        } else {
-            changed.iter().filter(|changed| **changed).count()
-        });
+        let mut candidates = Vec::new();
         for (index, (row, hash)) in rows.into_iter().zip(hashes).enumerate() {
             if !baseline && !force && changed.get(index) != Some(&true) {
                 // The ledger holds this hash as confirmed.

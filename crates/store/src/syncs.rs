@@ -383,17 +383,8 @@ fn chunk_lines(lines: &[RecordLine]) -> Vec<Chunk<'_>> {
     let mut open: std::collections::HashMap<&str, (usize, i64, usize)> =
         std::collections::HashMap::new();
     let mut chunks: Vec<Chunk<'_>> = Vec::new();
-    // Bytes still to come per log type: a chunk's text is sized once, not grown by
-    // doubling (large buffers come fresh from the OS each time).
-    let mut left: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    for line in lines {
-        *left.entry(line.log_type.as_str()).or_default() += line.line.len() + 1;
-    }
     for line in lines {
         let text = line.line.as_str();
-        let left = left.entry(line.log_type.as_str()).or_default();
-        let size = (*left).min(RECORD_CHUNK_BYTES + text.len());
-        *left = left.saturating_sub(text.len() + 1);
         let continues = open
             .get(line.log_type.as_str())
             .copied()
@@ -412,7 +403,7 @@ fn chunk_lines(lines: &[RecordLine]) -> Vec<Chunk<'_>> {
                 chunks.push(Chunk {
                     log_type: &line.log_type,
                     first_seq: line.seq,
-                    text: String::with_capacity(size),
+                    text: String::with_capacity(text.len()),
                 });
                 open.insert(&line.log_type, (chunks.len() - 1, line.seq + 1, 1));
                 chunks.len() - 1
