@@ -794,10 +794,11 @@ async fn hand_back_model_sync(state: &AppState, settings: &WorkerSettings, job: 
 
 /// Lost lease of a model-sync job: hands the attempt off
 /// ([`ferry_store::JobStore::hand_off_lost_model_sync_attempt`]) before the engine is
-/// stopped. The store is asked up to [`HAND_OFF_ATTEMPTS`] times (SQLite can answer
-/// "database is locked" at once while the run's own writes are in progress; the hand-off is
-/// one transaction, so a retry is safe). `false` when the store kept failing (nothing
-/// changed).
+/// stopped. The store is asked up to [`HAND_OFF_ATTEMPTS`] times: under load SQLite can
+/// answer "database is locked" inside the hand-off's transaction at once, without waiting
+/// out its busy timeout, while the run's own writes go on (retrying `BEGIN IMMEDIATE` alone
+/// did not help); the hand-off is one transaction, so a retry is safe. `false` when the
+/// store kept failing (nothing changed).
 async fn hand_off_lost_model_sync(state: &AppState, job: &Job, execution_id: Uuid) -> bool {
     for attempt in 1..=HAND_OFF_ATTEMPTS {
         match state

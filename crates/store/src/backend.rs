@@ -137,34 +137,7 @@ impl SqliteStore {
     pub(crate) async fn begin_write(
         &self,
     ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        // SQLite can refuse the write lock with "database is locked" at once, without
-        // waiting out `busy_timeout` (seen while another connection's write transactions
-        // follow each other closely); nothing has started then, so it is asked again.
-        let started = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(5);
-        loop {
-            match self.pool.begin_with("BEGIN IMMEDIATE").await {
-                Err(error) if is_busy(&error) && started.elapsed() < WRITE_LOCK_PATIENCE => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(200));
-                }
-                begun => return begun,
-            }
-        }
-    }
-}
-
-/// How long [`SqliteStore::begin_write`] keeps asking for the write lock.
-const WRITE_LOCK_PATIENCE: Duration = Duration::from_secs(10);
-
-/// Whether SQLite answered `SQLITE_BUSY` (any extended code of it).
-fn is_busy(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db
-            .code()
-            .and_then(|code| code.parse::<i32>().ok())
-            .is_some_and(|code| code & 0xff == 5),
-        _ => false,
+        self.pool.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
