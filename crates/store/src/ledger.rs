@@ -254,8 +254,11 @@ impl LedgerStore for SqliteStore {
     ) -> Result<Vec<(usize, Option<LedgerEntry>)>> {
         // Distinct identities go as one JSON object `{identity: hash}`, which `json_each`
         // walks as key/value with no JSON parsing per row (about a third of the lookup's
-        // cost on a run with nothing to send); positions are recovered from the identities
-        // that come back. With a repeated identity, an array of `[identity, hash]` pairs.
+        // cost on a run with nothing to send); `v.key` is then the identity, found in
+        // `positions`. With a repeated identity, an array of `[identity, hash]` pairs, whose
+        // `v.key` is the position itself.
+        const BY_IDENTITY: &str = "l.identity = v.key";
+        const BY_PAIR: &str = "l.identity = json_extract(v.value, '$[0]')";
         let mut positions: std::collections::HashMap<&str, usize> =
             std::collections::HashMap::with_capacity(rows.len().min(LOOKUP_CHUNK));
         let confirmed = json_text(&confirmed)?;
@@ -266,46 +269,34 @@ impl LedgerStore for SqliteStore {
                 .iter()
                 .enumerate()
                 .all(|(at, (identity, _))| positions.insert(identity, at).is_none());
-            if !distinct {
-                let sql = format!(
-                    "SELECT v.key AS position, {ENTRY_COLUMNS} FROM json_each($2) AS v \
-                     LEFT JOIN sync_ledger AS l ON l.sync_id = $1 \
-                     AND l.identity = json_extract(v.value, '$[0]') \
-                     WHERE l.identity IS NULL OR l.hash IS NULL \
-                     OR l.hash <> json_extract(v.value, '$[1]') \
-                     OR l.outcome NOT IN (SELECT value FROM json_each($3))"
-                );
-                let found = sqlx::query(&sql)
-                    .bind(sync_id.to_string())
-                    .bind(json_text(&chunk)?)
-                    .bind(&confirmed)
-                    .fetch_all(&self.pool)
-                    .await?;
-                for row in &found {
-                    let at = position(row.try_get("position")?)?;
-                    out.push((chunk_index * LOOKUP_CHUNK + at, row.entry()?));
-                }
-                continue;
-            }
+            let (join, hash, rows_param) = if distinct {
+                (BY_IDENTITY, "v.value", json_text(&PairsAsObject(chunk))?)
+            } else {
+                (BY_PAIR, "json_extract(v.value, '$[1]')", json_text(&chunk)?)
+            };
             let sql = format!(
-                "SELECT v.key AS row_identity, {ENTRY_COLUMNS} FROM json_each($2) AS v \
-                 LEFT JOIN sync_ledger AS l ON l.sync_id = $1 AND l.identity = v.key \
-                 WHERE l.identity IS NULL OR l.hash IS NULL OR l.hash <> v.value \
+                "SELECT v.key AS row_key, {ENTRY_COLUMNS} FROM json_each($2) AS v \
+                 LEFT JOIN sync_ledger AS l ON l.sync_id = $1 AND {join} \
+                 WHERE l.identity IS NULL OR l.hash IS NULL OR l.hash <> {hash} \
                  OR l.outcome NOT IN (SELECT value FROM json_each($3))"
             );
             let found = sqlx::query(&sql)
                 .bind(sync_id.to_string())
-                .bind(json_text(&PairsAsObject(chunk))?)
+                .bind(rows_param)
                 .bind(&confirmed)
                 .fetch_all(&self.pool)
                 .await?;
             for row in &found {
-                let identity: &str = row.try_get("row_identity")?;
-                let at = positions.get(identity).copied().ok_or_else(|| {
-                    StoreError::Corrupt(format!(
-                        "ledger lookup returned unknown identity {identity:?}"
-                    ))
-                })?;
+                let at = if distinct {
+                    let identity: &str = row.try_get("row_key")?;
+                    positions.get(identity).copied().ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "ledger lookup returned unknown identity {identity:?}"
+                        ))
+                    })?
+                } else {
+                    position(row.try_get("row_key")?)?
+                };
                 out.push((chunk_index * LOOKUP_CHUNK + at, row.entry()?));
             }
         }
