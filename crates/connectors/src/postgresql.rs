@@ -444,41 +444,27 @@ fn pg_select_expression(field: &SourceField) -> String {
 /// Decodes without sqlx's per-value type check: `read` was chosen from the column's type
 /// (or the column was cast to text for it) when the query was built.
 fn pg_value(row: &sqlx::postgres::PgRow, index: usize, read: PgRead) -> Result<Value, sqlx::Error> {
-    use sqlx::Row as _;
+    fn get<'r, T>(row: &'r sqlx::postgres::PgRow, index: usize) -> Result<Option<T>, sqlx::Error>
+    where
+        T: sqlx::Decode<'r, sqlx::Postgres>,
+    {
+        use sqlx::Row as _;
+        row.try_get_unchecked::<Option<T>, _>(index)
+    }
     let value = match read {
-        PgRead::Bool => row
-            .try_get_unchecked::<Option<bool>, _>(index)?
-            .map(Value::from),
-        PgRead::Int2 => row
-            .try_get_unchecked::<Option<i16>, _>(index)?
-            .map(Value::from),
-        PgRead::Int4 => row
-            .try_get_unchecked::<Option<i32>, _>(index)?
-            .map(Value::from),
-        PgRead::Int8 => row
-            .try_get_unchecked::<Option<i64>, _>(index)?
-            .map(Value::from),
-        PgRead::Float4 => row
-            .try_get_unchecked::<Option<f32>, _>(index)?
-            .map(|v| source::float(f64::from(v))),
-        PgRead::Float8 => row
-            .try_get_unchecked::<Option<f64>, _>(index)?
-            .map(source::float),
-        PgRead::Decimal => row
-            .try_get_unchecked::<Option<String>, _>(index)?
-            .map(|v| source::decimal(&v)),
-        PgRead::Timestamp => row
-            .try_get_unchecked::<Option<String>, _>(index)?
-            .map(|v| source::text_timestamp(&v)),
-        PgRead::Text => row
-            .try_get_unchecked::<Option<String>, _>(index)?
-            .map(Value::String),
-        PgRead::Json | PgRead::Array => row
-            .try_get_unchecked::<Option<String>, _>(index)?
-            .map(|v| serde_json::from_str(&v).unwrap_or(Value::String(v))),
-        PgRead::Bytes => row
-            .try_get_unchecked::<Option<Vec<u8>>, _>(index)?
-            .map(|v| source::base64(&v)),
+        PgRead::Bool => get::<bool>(row, index)?.map(Value::from),
+        PgRead::Int2 => get::<i16>(row, index)?.map(Value::from),
+        PgRead::Int4 => get::<i32>(row, index)?.map(Value::from),
+        PgRead::Int8 => get::<i64>(row, index)?.map(Value::from),
+        PgRead::Float4 => get::<f32>(row, index)?.map(|v| source::float(f64::from(v))),
+        PgRead::Float8 => get::<f64>(row, index)?.map(source::float),
+        PgRead::Decimal => get::<String>(row, index)?.map(|v| source::decimal(&v)),
+        PgRead::Timestamp => get::<String>(row, index)?.map(|v| source::text_timestamp(&v)),
+        PgRead::Text => get::<String>(row, index)?.map(Value::String),
+        PgRead::Json | PgRead::Array => {
+            get::<String>(row, index)?.map(|v| serde_json::from_str(&v).unwrap_or(Value::String(v)))
+        }
+        PgRead::Bytes => get::<Vec<u8>>(row, index)?.map(|v| source::base64(&v)),
     };
     Ok(value.unwrap_or(Value::Null))
 }
