@@ -116,12 +116,19 @@ fn init_telemetry(format: LogFormat) {
 }
 
 fn main() -> anyhow::Result<()> {
-    one_c_heap_arena();
+    let cli = Cli::parse();
+    // Only the commands that run syncs for long; the others start once and are gone.
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Worker(_) | Command::Demo(_) | Command::Bench(_)
+    ) {
+        one_c_heap_arena();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?
-        .block_on(run())
+        .block_on(run(cli))
 }
 
 /// The metadata store's SQLite is C code on the C allocator, and glibc gives each thread
@@ -151,8 +158,7 @@ fn one_c_heap_arena() {
     }
 }
 
-async fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn run(cli: Cli) -> anyhow::Result<()> {
     init_telemetry(cli.log_format);
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
