@@ -367,56 +367,118 @@ const RECORD_CHUNK_BYTES: usize = 256 * 1024;
 /// Record-log chunks written per statement (3 binds each).
 const RECORD_WRITE_ROWS: usize = 20;
 
-/// A record-log chunk to store: log type, number of its first line, lines joined by `\n`.
+/// The log every record line is in.
+const RECORDS: &str = "records";
+
+/// Suffix of the log under which another log's lines that repeat a `records` line are kept,
+/// each as the number of that `records` line (see [`stored_lines`]).
+const REFERENCE_SUFFIX: &str = ">records";
+
+/// The log holding `log_type`'s references to `records` lines.
+fn reference_log(log_type: &str) -> String {
+    format!("{log_type}{REFERENCE_SUFFIX}")
+}
+
+/// What a stored line holds: its text, or the number of the identical `records` line.
+#[derive(Debug, Clone, Copy)]
+enum Piece<'a> {
+    Text(&'a str),
+    Record(i64),
+}
+
+/// A record-log chunk to store: log type (its reference log when `references`), number of
+/// its first line, lines joined by `\n`.
 #[derive(Debug, PartialEq, Eq)]
 struct Chunk<'a> {
     log_type: &'a str,
+    references: bool,
     first_seq: i64,
     text: String,
+}
+
+impl Chunk<'_> {
+    /// The `log_type` column of the chunk's row.
+    fn stored_type(&self) -> std::borrow::Cow<'_, str> {
+        if self.references {
+            reference_log(self.log_type).into()
+        } else {
+            self.log_type.into()
+        }
+    }
+}
+
+/// The lines as stored. The engine logs a written record twice, in its own log (`inserts`,
+/// `errors`, …) and in `records`, one right after the other: such a line is stored once, in
+/// `records`, and its own log keeps only the `records` line's number.
+fn stored_lines(lines: &[RecordLine]) -> impl Iterator<Item = (&str, i64, Piece<'_>)> {
+    lines.iter().enumerate().map(|(at, line)| {
+        let twin = |other: Option<&RecordLine>| {
+            other
+                .filter(|other| other.log_type == RECORDS && other.line == line.line)
+                .map(|other| other.seq)
+        };
+        let piece = if line.log_type == RECORDS {
+            None
+        } else {
+            twin(lines.get(at + 1)).or_else(|| twin(at.checked_sub(1).and_then(|p| lines.get(p))))
+        };
+        let piece = piece.map_or(Piece::Text(&line.line), Piece::Record);
+        (line.log_type.as_str(), line.seq, piece)
+    })
 }
 
 /// Groups lines into chunks: consecutive lines of one log (`seq` following on) up to
 /// [`RECORD_CHUNK_LINES`] lines or [`RECORD_CHUNK_BYTES`] bytes. A line break inside a line
 /// becomes a space.
-fn chunk_lines(lines: &[RecordLine]) -> Vec<Chunk<'_>> {
-    // Open chunk per log type: (index in `chunks`, its next seq, its line count).
-    let mut open: std::collections::HashMap<&str, (usize, i64, usize)> =
+fn chunk_lines<'a>(lines: impl Iterator<Item = (&'a str, i64, Piece<'a>)>) -> Vec<Chunk<'a>> {
+    use std::fmt::Write as _;
+    // Open chunk per log: (index in `chunks`, its next seq, its line count).
+    let mut open: std::collections::HashMap<(&str, bool), (usize, i64, usize)> =
         std::collections::HashMap::new();
-    let mut chunks: Vec<Chunk<'_>> = Vec::new();
-    for line in lines {
-        let text = line.line.as_str();
-        let continues = open
-            .get(line.log_type.as_str())
-            .copied()
-            .filter(|(at, next, count)| {
-                *next == line.seq
-                    && *count < RECORD_CHUNK_LINES
-                    && chunks[*at].text.len() < RECORD_CHUNK_BYTES
-            });
+    let mut chunks: Vec<Chunk<'a>> = Vec::new();
+    for (log_type, seq, piece) in lines {
+        let key = (log_type, matches!(piece, Piece::Record(_)));
+        let continues = open.get(&key).copied().filter(|(at, next, count)| {
+            *next == seq
+                && *count < RECORD_CHUNK_LINES
+                && chunks[*at].text.len() < RECORD_CHUNK_BYTES
+        });
         let at = match continues {
             Some((at, _, count)) => {
                 chunks[at].text.push('\n');
-                open.insert(&line.log_type, (at, line.seq + 1, count + 1));
+                open.insert(key, (at, seq + 1, count + 1));
                 at
             }
             None => {
+                // Sized for a full chunk of lines like this one, so it grows rarely.
+                let line_bytes = match piece {
+                    Piece::Text(text) => text.len(),
+                    Piece::Record(_) => 8,
+                };
+                let capacity = (line_bytes + 1)
+                    .saturating_mul(RECORD_CHUNK_LINES)
+                    .min(RECORD_CHUNK_BYTES + line_bytes);
                 chunks.push(Chunk {
-                    log_type: &line.log_type,
-                    first_seq: line.seq,
-                    text: String::with_capacity(text.len()),
+                    log_type,
+                    references: key.1,
+                    first_seq: seq,
+                    text: String::with_capacity(capacity),
                 });
-                open.insert(&line.log_type, (chunks.len() - 1, line.seq + 1, 1));
+                open.insert(key, (chunks.len() - 1, seq + 1, 1));
                 chunks.len() - 1
             }
         };
         let chunk = &mut chunks[at].text;
-        if text.contains(['\n', '\r']) {
-            chunk.extend(
+        match piece {
+            Piece::Record(number) => {
+                // Writing into a String cannot fail.
+                let _ = write!(chunk, "{number}");
+            }
+            Piece::Text(text) if text.contains(['\n', '\r']) => chunk.extend(
                 text.chars()
                     .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
-            );
-        } else {
-            chunk.push_str(text);
+            ),
+            Piece::Text(text) => chunk.push_str(text),
         }
     }
     chunks
@@ -819,7 +881,7 @@ macro_rules! impl_syncs {
                 if lines.is_empty() {
                     return Ok(());
                 }
-                let chunks = chunk_lines(lines);
+                let chunks = chunk_lines(stored_lines(lines));
                 let mut tx = self.begin_write().await?;
                 // Multi-row statements: 3 binds per chunk plus the execution id.
                 for rows in chunks.chunks(RECORD_WRITE_ROWS) {
@@ -834,7 +896,7 @@ macro_rules! impl_syncs {
                     let mut query = sqlx::query(&sql).bind(id.to_string());
                     for chunk in rows {
                         query = query
-                            .bind(chunk.log_type)
+                            .bind(chunk.stored_type().into_owned())
                             .bind(chunk.first_seq)
                             .bind(&chunk.text);
                     }
@@ -865,6 +927,57 @@ macro_rules! impl_syncs {
                     return Ok(Vec::new());
                 }
                 let end = from_seq.saturating_add(limit);
+                let mut lines = self.record_chunk_lines(id, log_type, from_seq, end).await?;
+                if log_type != RECORDS {
+                    let references = self
+                        .record_chunk_lines(id, &reference_log(log_type), from_seq, end)
+                        .await?;
+                    if !references.is_empty() {
+                        lines.extend(self.referenced_lines(id, references).await?);
+                        lines.sort_unstable_by_key(|(seq, _)| *seq);
+                    }
+                }
+                Ok(lines
+                    .into_iter()
+                    .map(|(seq, line)| RecordLine {
+                        log_type: log_type.to_string(),
+                        seq,
+                        line,
+                    })
+                    .collect())
+            }
+
+            async fn count_execution_records(&self, id: Uuid, log_type: &str) -> Result<i64> {
+                // Lines are numbered without gaps (whether kept as text or as references):
+                // the count is the last chunk's first line number plus its lines.
+                let row = sqlx::query(
+                    "SELECT seq, line FROM sync_execution_records \
+                     WHERE execution_id = $1 AND log_type IN ($2, $3) \
+                     ORDER BY seq DESC LIMIT 1",
+                )
+                .bind(id.to_string())
+                .bind(log_type)
+                .bind(reference_log(log_type))
+                .fetch_optional(&self.pool)
+                .await?;
+                let Some(row) = row else {
+                    return Ok(0);
+                };
+                let (first, text) = row.to_chunk()?;
+                let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
+                Ok(first + i64::try_from(lines).unwrap_or(i64::MAX))
+            }
+        }
+
+        impl $store {
+            /// The lines numbered `[from_seq, end)` of one stored log, as (number, text).
+            async fn record_chunk_lines(
+                &self,
+                id: Uuid,
+                log_type: &str,
+                from_seq: i64,
+                end: i64,
+            ) -> Result<Vec<(i64, String)>> {
                 // The chunks overlapping [from_seq, end): from the last one starting at or
                 // before `from_seq` to the last one starting before `end`.
                 let rows = sqlx::query(
@@ -885,34 +998,54 @@ macro_rules! impl_syncs {
                     let (first, text) = row.to_chunk()?;
                     for (seq, line) in (first..).zip(text.split('\n')) {
                         if seq >= from_seq && seq < end {
-                            out.push(RecordLine {
-                                log_type: log_type.to_string(),
-                                seq,
-                                line: line.to_string(),
-                            });
+                            out.push((seq, line.to_string()));
                         }
                     }
                 }
                 Ok(out)
             }
 
-            async fn count_execution_records(&self, id: Uuid, log_type: &str) -> Result<i64> {
-                // Lines are numbered without gaps: the count is the last chunk's first
-                // line number plus its lines.
-                let row = sqlx::query(
-                    "SELECT seq, line FROM sync_execution_records \
-                     WHERE execution_id = $1 AND log_type = $2 ORDER BY seq DESC LIMIT 1",
-                )
-                .bind(id.to_string())
-                .bind(log_type)
-                .fetch_optional(&self.pool)
-                .await?;
-                let Some(row) = row else {
-                    return Ok(0);
-                };
-                let (first, text) = row.to_chunk()?;
-                let lines = text.bytes().filter(|b| *b == b'\n').count() + 1;
-                Ok(first + i64::try_from(lines).unwrap_or(i64::MAX))
+            /// Resolves references (line number, `records` line number as text) to the
+            /// `records` lines' text, reading `records` in runs of nearby numbers.
+            async fn referenced_lines(
+                &self,
+                id: Uuid,
+                references: Vec<(i64, String)>,
+            ) -> Result<Vec<(i64, String)>> {
+                let mut wanted: Vec<(i64, i64)> = references
+                    .into_iter()
+                    .map(|(seq, number)| {
+                        number
+                            .parse::<i64>()
+                            .map(|number| (number, seq))
+                            .map_err(|_| corrupt(&format!("record reference '{number}'")))
+                    })
+                    .collect::<Result<_>>()?;
+                wanted.sort_unstable();
+                let mut out = Vec::with_capacity(wanted.len());
+                let mut rest = wanted.as_slice();
+                while let Some(&(first, _)) = rest.first() {
+                    // A run ends where the next wanted line is more than a chunk further on.
+                    let run = rest
+                        .windows(2)
+                        .position(|pair| pair[1].0 - pair[0].0 > RECORD_CHUNK_LINES as i64)
+                        .map_or(rest.len(), |at| at + 1);
+                    let (taken, remaining) = rest.split_at(run);
+                    rest = remaining;
+                    let last = taken.last().map_or(first, |(number, _)| *number);
+                    let texts: std::collections::HashMap<i64, String> = self
+                        .record_chunk_lines(id, RECORDS, first, last + 1)
+                        .await?
+                        .into_iter()
+                        .collect();
+                    for (number, seq) in taken {
+                        let text = texts.get(number).ok_or_else(|| {
+                            corrupt(&format!("record line {number} is missing"))
+                        })?;
+                        out.push((*seq, text.clone()));
+                    }
+                }
+                Ok(out)
             }
         }
     };
@@ -958,7 +1091,7 @@ mod tests {
             line("records", 5, "d"),
             line("records", 6, "e"),
         ];
-        let chunks = chunk_lines(&lines);
+        let chunks = chunk_lines(stored_lines(&lines));
         let got: Vec<(&str, i64, &str)> = chunks
             .iter()
             .map(|c| (c.log_type, c.first_seq, c.text.as_str()))
@@ -967,10 +1100,13 @@ mod tests {
             got,
             [
                 ("records", 0, "a\nb c"),
-                ("inserts", 0, "a"),
+                // The same text as `records` line 0 next to it: kept as its number.
+                ("inserts", 0, "0"),
                 ("records", 5, "d\ne"),
             ]
         );
+        assert_eq!(chunks[1].stored_type(), "inserts>records");
+        assert_eq!(chunks[0].stored_type(), "records");
     }
 
     #[test]
@@ -978,12 +1114,12 @@ mod tests {
         let lines: Vec<RecordLine> = (0..2_500)
             .map(|n| line("records", n, &format!("{{\"n\":{n}}}")))
             .collect();
-        let chunks = chunk_lines(&lines);
+        let chunks = chunk_lines(stored_lines(&lines));
         let firsts: Vec<i64> = chunks.iter().map(|c| c.first_seq).collect();
         assert_eq!(firsts, [0, 1_000, 2_000]);
         let big = "x".repeat(RECORD_CHUNK_BYTES);
         let lines: Vec<RecordLine> = (0..3).map(|n| line("records", n, &big)).collect();
-        assert_eq!(chunk_lines(&lines).len(), 3);
+        assert_eq!(chunk_lines(stored_lines(&lines)).len(), 3);
     }
 
     #[test]

@@ -520,6 +520,71 @@ fn lines(log_type: &str, from: i64, count: i64) -> Vec<RecordLine> {
         .collect()
 }
 
+/// A written record is logged twice, in its own log and in `records`, one line after the
+/// other (as the engine does); every log still reads back whole and in order.
+async fn record_logs_of_written_records(store: DynStore) {
+    let sync = sync_of(&store).await;
+    let execution = store.create_execution(sync, "manual").await.unwrap();
+    let mut next: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    let mut expected: std::collections::HashMap<&str, Vec<String>> =
+        std::collections::HashMap::new();
+    let mut push = |batch: &mut Vec<RecordLine>, log_type: &'static str, line: String| {
+        let seq = next.entry(log_type).or_insert(0);
+        batch.push(RecordLine {
+            log_type: log_type.to_string(),
+            seq: *seq,
+            line: line.clone(),
+        });
+        expected.entry(log_type).or_default().push(line);
+        *seq += 1;
+    };
+    for (from, to) in [(0, 1_500), (1_500, 3_200)] {
+        let mut batch = Vec::new();
+        for n in from..to {
+            let line = json!({"identity": format!("id-{n}"), "n": n}).to_string();
+            let own = match n % 5 {
+                0 => "updates",
+                4 => "errors",
+                _ => "inserts",
+            };
+            push(&mut batch, own, line.clone());
+            push(&mut batch, "records", line);
+            if n % 7 == 0 {
+                push(&mut batch, "warnings", json!({"warning": n}).to_string());
+            }
+        }
+        // A line of its own log next to a different `records` line stays text.
+        push(&mut batch, "errors", json!({"alone": to}).to_string());
+        store
+            .append_execution_records(execution.id, &batch)
+            .await
+            .unwrap();
+    }
+    for (log_type, lines) in &expected {
+        let count = store
+            .count_execution_records(execution.id, log_type)
+            .await
+            .unwrap();
+        assert_eq!(count, lines.len() as i64, "{log_type}");
+        let all = store
+            .execution_records(execution.id, log_type, 0, 10_000)
+            .await
+            .unwrap();
+        let got: Vec<&str> = all.iter().map(|line| line.line.as_str()).collect();
+        assert_eq!(got, *lines, "{log_type}");
+        assert!(all.iter().enumerate().all(|(n, line)| line.seq == n as i64));
+        // A page in the middle, across chunks.
+        let page = store
+            .execution_records(execution.id, log_type, 7, 1_200)
+            .await
+            .unwrap();
+        let want: Vec<&String> = lines.iter().skip(7).take(1_200).collect();
+        let got: Vec<&String> = page.iter().map(|line| &line.line).collect();
+        assert_eq!(got, want, "{log_type} page");
+        assert_eq!(page.first().map(|line| line.seq), lines.get(7).map(|_| 7));
+    }
+}
+
 async fn record_logs(store: DynStore) {
     let sync = sync_of(&store).await;
     let execution = store.create_execution(sync, "manual").await.unwrap();
@@ -846,6 +911,7 @@ conformance!(
     executions,
     ledger,
     record_logs,
+    record_logs_of_written_records,
     ledger_changes,
     concurrent_writes
 );
