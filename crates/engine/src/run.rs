@@ -480,6 +480,41 @@ struct Run {
     in_flight_identities: HashSet<String>,
     /// The previous flush, still being written to the store while the run goes on.
     pending_flush: Option<PendingFlush>,
+    /// The identities seen so far, kept only when the ledger was empty at the start.
+    seen: Option<SeenIdentities>,
+}
+
+/// The identities a run has seen, kept when the sync's ledger was empty at its start: the
+/// ledger can then only hold an identity this run has seen, so a row whose identity is not
+/// in the set is new without a lookup. A bitset indexed by [`identity_hash`] (4 MiB); a
+/// collision only costs a lookup.
+struct SeenIdentities {
+    bits: Vec<u64>,
+}
+
+impl SeenIdentities {
+    const BITS: u64 = 1 << 25;
+
+    fn new() -> Self {
+        SeenIdentities {
+            bits: vec![0; usize::try_from(Self::BITS / 64).unwrap_or(0)],
+        }
+    }
+
+    /// Adds `key`; whether it (or a colliding key) was there already.
+    fn insert(&mut self, key: u64) -> bool {
+        let bit = key % Self::BITS;
+        let Some(word) = usize::try_from(bit / 64)
+            .ok()
+            .and_then(|word| self.bits.get_mut(word))
+        else {
+            return true;
+        };
+        let mask = 1u64 << (bit % 64);
+        let known = *word & mask != 0;
+        *word |= mask;
+        known
+    }
 }
 
 /// A flush written to the store on a task of its own (one at a time, in order), so the
@@ -531,6 +566,7 @@ impl Run {
             in_flight: VecDeque::new(),
             in_flight_identities: HashSet::new(),
             pending_flush: None,
+            seen: None,
         }
     }
 
@@ -627,6 +663,9 @@ impl Run {
             }
         };
         let target = track_jobs(context, target).await?;
+        if context.store.ledger_is_empty(context.sync_id).await? {
+            self.seen = Some(SeenIdentities::new());
+        }
         let mut windows = PreparedWindows::start(context, rows);
         let mut window = 0usize;
         while let Some(prepared) = windows.next().await {
@@ -711,11 +750,13 @@ impl Run {
                 self.complete_oldest(context, targets).await?;
             }
         }
+        let keys: Vec<u64> = rows
+            .iter()
+            .map(|row| identity_hash(&row.identity))
+            .collect();
         // The ledger entries of an earlier window for the same identities are written first.
         if let Some(pending) = &self.pending_flush
-            && rows
-                .iter()
-                .any(|row| pending.identities.contains(&identity_hash(&row.identity)))
+            && keys.iter().any(|key| pending.identities.contains(key))
         {
             self.settle_flush().await?;
         }
@@ -738,18 +779,37 @@ impl Run {
                 .collect();
             prior = rows.iter().map(|row| known.remove(&row.identity)).collect();
         } else {
-            let pairs: Vec<(&str, &str)> = rows
-                .iter()
-                .zip(&hashes)
-                .map(|(row, hash)| (row.identity.as_str(), hash.as_str()))
-                .collect();
-            let changes = context
-                .store
-                .ledger_changes(context.sync_id, &pairs, &CONFIRMED_OUTCOMES)
-                .await?;
             prior = vec![None; rows.len()];
             changed = vec![false; rows.len()];
-            for (position, entry) in changes {
+            // Rows the ledger cannot hold (a fresh ledger, identities not seen this run) are
+            // new without asking; the rest are looked up.
+            let lookup: Vec<usize> = match &mut self.seen {
+                Some(seen) => (0..rows.len())
+                    .filter(|&position| {
+                        let known = keys.get(position).is_some_and(|key| seen.insert(*key));
+                        if !known && let Some(flag) = changed.get_mut(position) {
+                            *flag = true;
+                        }
+                        known
+                    })
+                    .collect(),
+                None => (0..rows.len()).collect(),
+            };
+            let pairs: Vec<(&str, &str)> = lookup
+                .iter()
+                .filter_map(|&position| Some((rows.get(position)?, hashes.get(position)?)))
+                .map(|(row, hash)| (row.identity.as_str(), hash.as_str()))
+                .collect();
+            let changes = if pairs.is_empty() {
+                Vec::new()
+            } else {
+                context
+                    .store
+                    .ledger_changes(context.sync_id, &pairs, &CONFIRMED_OUTCOMES)
+                    .await?
+            };
+            for (asked, entry) in changes {
+                let position = lookup.get(asked).copied().unwrap_or(usize::MAX);
                 if let (Some(slot), Some(flag)) =
                     (prior.get_mut(position), changed.get_mut(position))
                 {

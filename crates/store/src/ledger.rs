@@ -98,6 +98,8 @@ pub trait LedgerStore {
     async fn put_ledger_entries(&self, sync_id: Uuid, entries: &[LedgerEntry]) -> Result<()>;
     /// Number of entries of a sync.
     async fn count_ledger_entries(&self, sync_id: Uuid) -> Result<i64>;
+    /// Whether a sync has no entries (cheaper than counting them).
+    async fn ledger_is_empty(&self, sync_id: Uuid) -> Result<bool>;
     /// Removes every entry of a sync.
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()>;
     /// Refreshes the planner statistics of the ledger table, for after a run added many
@@ -170,6 +172,17 @@ macro_rules! count_entries {
             .fetch_one(&$store.pool)
             .await?;
         Ok(row.try_get("n")?)
+    }};
+}
+
+/// `ledger_is_empty` for either backend.
+macro_rules! no_entries {
+    ($store:expr, $sync_id:expr) => {{
+        let row = sqlx::query("SELECT 1 AS found FROM sync_ledger WHERE sync_id = $1 LIMIT 1")
+            .bind($sync_id.to_string())
+            .fetch_optional(&$store.pool)
+            .await?;
+        Ok(row.is_none())
     }};
 }
 
@@ -347,6 +360,10 @@ impl LedgerStore for SqliteStore {
         count_entries!(self, sync_id)
     }
 
+    async fn ledger_is_empty(&self, sync_id: Uuid) -> Result<bool> {
+        no_entries!(self, sync_id)
+    }
+
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
         clear_entries!(self, sync_id)
     }
@@ -450,6 +467,10 @@ impl LedgerStore for PostgresStore {
 
     async fn count_ledger_entries(&self, sync_id: Uuid) -> Result<i64> {
         count_entries!(self, sync_id)
+    }
+
+    async fn ledger_is_empty(&self, sync_id: Uuid) -> Result<bool> {
+        no_entries!(self, sync_id)
     }
 
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
