@@ -137,7 +137,17 @@ impl SqliteStore {
     pub(crate) async fn begin_write(
         &self,
     ) -> std::result::Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
+        // sqlx's `begin_with` is not cancel-safe on SQLite (0.8.6): after the worker ran
+        // `BEGIN IMMEDIATE` it awaits once more (to check that a transaction started), and
+        // a future dropped there returns the connection to the pool inside a transaction
+        // holding the write lock, with no `Transaction` left to roll it back; every later
+        // write then waits out the busy timeout and fails. The begin runs on a task of its
+        // own, so it always completes: when the caller went away, the `Transaction` it
+        // returns is dropped, which rolls back.
+        let pool = self.pool.clone();
+        tokio::spawn(async move { pool.begin_with("BEGIN IMMEDIATE").await })
+            .await
+            .map_err(|error| sqlx::Error::Io(std::io::Error::other(error)))?
     }
 }
 
@@ -209,5 +219,35 @@ pub async fn open(url: &str) -> Result<DynStore> {
         let store = SqliteStore::connect(url).await?;
         store.migrate().await?;
         Ok(Arc::new(store))
+    }
+}
+
+#[cfg(test)]
+mod cancel_tests {
+    use super::*;
+
+    /// A write transaction whose begin is abandoned at any point never keeps the lock.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_begins_leave_no_transaction_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(dir.path().join("t.db").to_str().unwrap())
+            .await
+            .unwrap();
+        store.migrate().await.unwrap();
+        for round in 0..400u64 {
+            let _ =
+                tokio::time::timeout(Duration::from_micros(round * 5), store.begin_write()).await;
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every pooled connection must be able to take the write lock at once.
+        for _ in 0..8 {
+            let mut tx = tokio::time::timeout(Duration::from_secs(3), store.begin_write())
+                .await
+                .expect("the write lock is free")
+                .expect("begin");
+            sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
+            tx.commit().await.unwrap();
+        }
     }
 }
