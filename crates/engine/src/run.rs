@@ -783,18 +783,15 @@ impl Run {
             changed = vec![false; rows.len()];
             // Rows the ledger cannot hold (a fresh ledger, identities not seen this run) are
             // new without asking; the rest are looked up.
-            let lookup: Vec<usize> = match &mut self.seen {
-                Some(seen) => (0..rows.len())
-                    .filter(|&position| {
-                        let known = keys.get(position).is_some_and(|key| seen.insert(*key));
-                        if !known && let Some(flag) = changed.get_mut(position) {
-                            *flag = true;
-                        }
-                        known
-                    })
-                    .collect(),
-                None => (0..rows.len()).collect(),
-            };
+            let mut lookup: Vec<usize> = Vec::with_capacity(rows.len());
+            for (position, key) in keys.iter().enumerate() {
+                let known = self.seen.as_mut().is_none_or(|seen| seen.insert(*key));
+                if known {
+                    lookup.push(position);
+                } else if let Some(flag) = changed.get_mut(position) {
+                    *flag = true;
+                }
+            }
             let pairs: Vec<(&str, &str)> = lookup
                 .iter()
                 .filter_map(|&position| Some((rows.get(position)?, hashes.get(position)?)))

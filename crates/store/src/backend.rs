@@ -233,7 +233,6 @@ mod cancel_tests {
         let store = SqliteStore::connect(dir.path().join("t.db").to_str().unwrap())
             .await
             .unwrap();
-        store.migrate().await.unwrap();
         for round in 0..400u64 {
             let _ =
                 tokio::time::timeout(Duration::from_micros(round * 5), store.begin_write()).await;

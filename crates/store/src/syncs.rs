@@ -453,6 +453,7 @@ fn chunk_lines<'a>(lines: impl Iterator<Item = (&'a str, i64, Piece<'a>)>) -> Ve
                 // Sized for a full chunk of lines like this one, so it grows rarely.
                 let line_bytes = match piece {
                     Piece::Text(text) => text.len(),
+                    // A `records` line number: a few digits.
                     Piece::Record(_) => 8,
                 };
                 let capacity = (line_bytes + 1)
