@@ -36,6 +36,12 @@ pub mod spec;
 pub mod target;
 pub mod write_jobs;
 
+/// A hash map with a fast hasher (foldhash, seeded per process; not SipHash's collision
+/// resistance), for the per-row maps and sets a run builds from its rows.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A hash set with the hasher of [`FastMap`].
+pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
+
 pub use run::{EngineError, RunContext, RunEnd, RunOptions, RunTarget, execute};
 pub use runner::Runner;
 pub use spec::{CompiledSync, SyncDocument, TargetConfig};

@@ -303,7 +303,8 @@ impl BatchPlan {
     /// The row's mapped values (target field → value, in mapping order). A model value
     /// only one mapped field reads is moved out of the row (leaving a null).
     pub fn map_row(&self, sync: &CompiledSync, row: &mut [Value]) -> Map<String, Value> {
-        let mut values = Map::with_capacity(sync.fields.len());
+        // One spare slot: a create's payload gains the identity field when it is not mapped.
+        let mut values = Map::with_capacity(sync.fields.len() + 1);
         for (field, mapping) in sync.fields.iter().enumerate() {
             let value = match self.movable(sync, row, field) {
                 Some(index) => {

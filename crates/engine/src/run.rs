@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
+use crate::FastSet;
 use crate::batch::{chunks, sort_by_field};
 use crate::change::{CONFIRMED_OUTCOMES, Change, RowHasher, detect};
 use crate::mapping::{BatchPlan, MappedRow, MissingField, RejectedRow, SelectedRow};
@@ -477,7 +478,7 @@ struct Run {
     /// Bulk 2.0 jobs of earlier windows still running (oldest first).
     in_flight: VecDeque<InFlight>,
     /// The identities of the rows in `in_flight`.
-    in_flight_identities: HashSet<String>,
+    in_flight_identities: FastSet<String>,
     /// The previous flush, still being written to the store while the run goes on.
     pending_flush: Option<PendingFlush>,
     /// The identities seen so far, kept only when the ledger was empty at the start.
@@ -522,14 +523,14 @@ impl SeenIdentities {
 /// ledger entry is still being written waits for it first.
 struct PendingFlush {
     /// Hashes of the identities whose ledger entries it writes.
-    identities: HashSet<u64>,
+    identities: FastSet<u64>,
     task: tokio::task::JoinHandle<Result<(), StoreError>>,
 }
 
 /// The key of an identity in [`PendingFlush::identities`] (a collision only costs a wait).
 fn identity_hash(identity: &str) -> u64 {
-    use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
-    BuildHasherDefault::<DefaultHasher>::default().hash_one(identity)
+    use std::hash::BuildHasher as _;
+    foldhash::fast::FixedState::default().hash_one(identity)
 }
 
 /// A Bulk 2.0 job running on its own task while later windows are read and planned; its
@@ -564,7 +565,7 @@ impl Run {
             locked: Vec::new(),
             sort_warned: false,
             in_flight: VecDeque::new(),
-            in_flight_identities: HashSet::new(),
+            in_flight_identities: FastSet::default(),
             pending_flush: None,
             seen: None,
         }

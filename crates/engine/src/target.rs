@@ -43,6 +43,7 @@ use serde_json::{Map, Value};
 use crate::plan::{Operation, TargetInfo, needs_mapped_values, upserts_without_lookup};
 use crate::spec::{CompiledSync, Mode};
 use crate::write_jobs::{JobApi, JobLog};
+use crate::{FastMap, FastSet};
 
 /// One record to write: its Id (updates, deletes) and its field values.
 pub type WriteRow = (Option<String>, Map<String, Value>);
@@ -429,7 +430,7 @@ impl SalesforceTarget {
     /// lacks it or two rows share a value (then only positional Bulk 1.0 results can tell
     /// them apart).
     pub fn bulk2_key(&self, operation: Operation, rows: &[WriteRow]) -> Option<String> {
-        let mut seen = HashSet::with_capacity(rows.len());
+        let mut seen = FastSet::with_capacity_and_hasher(rows.len(), Default::default());
         match operation {
             Operation::Update | Operation::Delete => {
                 for (id, _) in rows {
@@ -648,14 +649,19 @@ fn csv_text(value: &Value) -> Option<Cow<'_, str>> {
 /// How key values are compared between the upload and the echoed results (external ids
 /// and emails match case-insensitively in Salesforce).
 fn bulk2_key_value(value: &str) -> String {
-    value.trim().to_lowercase()
+    let value = value.trim();
+    if value.is_ascii() {
+        value.to_ascii_lowercase()
+    } else {
+        value.to_lowercase()
+    }
 }
 
 /// The CSV header: `Id` first for updates and deletes (deletes carry nothing else), then
 /// every payload key in first-seen order (`Rel.ExtField` keys are reference columns).
 fn bulk2_columns(operation: Operation, rows: &[WriteRow]) -> Vec<String> {
     let mut columns = Vec::new();
-    let mut seen = HashSet::new();
+    let mut seen = FastSet::default();
     if matches!(operation, Operation::Update | Operation::Delete) {
         columns.push("Id".to_string());
         seen.insert("id".to_string());
@@ -663,7 +669,13 @@ fn bulk2_columns(operation: Operation, rows: &[WriteRow]) -> Vec<String> {
     if operation == Operation::Delete {
         return columns;
     }
+    let mut previous: Option<&Map<String, Value>> = None;
     for (_, payload) in rows {
+        // Rows of a window mostly carry the same keys in the same order: nothing new.
+        if previous.is_some_and(|previous| previous.keys().eq(payload.keys())) {
+            continue;
+        }
+        previous = Some(payload);
         for key in payload.keys() {
             if seen.insert(key.to_ascii_lowercase()) {
                 columns.push(key.clone());
@@ -677,12 +689,15 @@ fn bulk2_columns(operation: Operation, rows: &[WriteRow]) -> Vec<String> {
 /// leaves it unchanged); a null, or an empty string (which REST stores as null too), is
 /// `None` (`#N/A`, cleared) — except in a reference column, where a parent cannot be
 /// cleared through an external id and the cell stays empty (as `nest` leaves it out).
-fn bulk2_cell<'r>(column: &str, row: &'r WriteRow) -> Option<Cow<'r, str>> {
-    let (id, payload) = row;
-    if column == "Id" && !payload.contains_key("Id") {
-        return Some(Cow::Borrowed(id.as_deref().unwrap_or_default()));
+fn bulk2_cell<'r>(
+    column: &str,
+    value: Option<&'r Value>,
+    id: Option<&'r str>,
+) -> Option<Cow<'r, str>> {
+    if column == "Id" && value.is_none() {
+        return Some(Cow::Borrowed(id.unwrap_or_default()));
     }
-    match payload.get(column) {
+    match value {
         None => Some(Cow::Borrowed("")),
         Some(value) => match csv_text(value) {
             Some(text) if !text.is_empty() => Some(text),
@@ -692,13 +707,34 @@ fn bulk2_cell<'r>(column: &str, row: &'r WriteRow) -> Option<Cow<'r, str>> {
     }
 }
 
+/// One row's cells in `columns` order ([`bulk2_cell`]). The row's entries are walked
+/// alongside the columns, so a row whose keys come in column order (the usual case) is
+/// read without a lookup per cell.
+fn bulk2_cells<'r>(
+    columns: &'r [String],
+    (id, payload): &'r WriteRow,
+) -> impl Iterator<Item = Option<Cow<'r, str>>> + 'r {
+    let mut entries = payload.iter().peekable();
+    columns.iter().map(move |column| {
+        let value = match entries.peek() {
+            Some((key, value)) if *key == column => {
+                let value = *value;
+                entries.next();
+                Some(value)
+            }
+            _ => payload.get(column),
+        };
+        bulk2_cell(column, value, id.as_deref())
+    })
+}
+
 /// A Bulk 2.0 job ready to send ([`SalesforceTarget::prepare_bulk2_job`]).
 #[derive(Debug)]
 pub struct Bulk2Job {
     operation: Operation,
     uploads: Vec<Bytes>,
     /// Key value → the row's position.
-    positions: HashMap<String, usize>,
+    positions: FastMap<String, usize>,
     rows: usize,
     key: String,
 }
@@ -708,8 +744,7 @@ fn bulk2_csv(columns: &[String], rows: &[WriteRow]) -> Result<Bytes, SalesforceE
     let header: Vec<&str> = columns.iter().map(String::as_str).collect();
     encode_csv(
         &header,
-        rows.iter()
-            .map(|row| columns.iter().map(move |column| bulk2_cell(column, row))),
+        rows.iter().map(|row| bulk2_cells(columns, row)),
         ColumnDelimiter::Comma,
         LineEnding::Lf,
     )
@@ -734,7 +769,7 @@ fn bulk2_uploads(columns: &[String], rows: &[WriteRow]) -> Result<Vec<Bytes>, Sa
 }
 
 /// Key value → row position, for matching results.
-fn bulk2_positions(operation: Operation, rows: &[WriteRow], key: &str) -> HashMap<String, usize> {
+fn bulk2_positions(operation: Operation, rows: &[WriteRow], key: &str) -> FastMap<String, usize> {
     rows.iter()
         .enumerate()
         .filter_map(|(position, (id, payload))| {
@@ -754,7 +789,7 @@ fn bulk2_positions(operation: Operation, rows: &[WriteRow], key: &str) -> HashMa
 fn place_bulk2_results(
     set: &IngestResults,
     key: &str,
-    positions: &HashMap<String, usize>,
+    positions: &FastMap<String, usize>,
     results: &mut [Option<SaveResult>],
 ) {
     for row in &set.rows {

@@ -19,13 +19,18 @@ use crate::{Result, StoreError, from_millis};
 /// `text[]` on PostgreSQL, so statements stay small and cheap to bind).
 pub const LOOKUP_CHUNK: usize = 10_000;
 
-/// Entries written per statement (passed as arrays, like lookups).
+/// Entries written per statement on PostgreSQL (passed as arrays, like lookups).
 const WRITE_CHUNK: usize = 5_000;
+
+/// Entries written per statement on SQLite (seven bound values each, well under SQLite's
+/// limit of 32,766 variables per statement).
+const SQLITE_WRITE_ROWS: usize = 1_000;
 
 /// The entries with only the last one of each identity kept, in order (later entries
 /// replace earlier ones, as separate writes would).
 fn last_per_identity(entries: &[LedgerEntry]) -> Vec<&LedgerEntry> {
-    let mut last = std::collections::HashMap::with_capacity(entries.len());
+    let mut last: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
+        std::collections::HashMap::with_capacity_and_hasher(entries.len(), Default::default());
     for (index, entry) in entries.iter().enumerate() {
         last.insert(entry.identity.as_str(), index);
     }
@@ -322,35 +327,31 @@ impl LedgerStore for SqliteStore {
         }
         let now = ferry_core::time::now_millis().timestamp_millis();
         let entries = last_per_identity(entries);
-        // One statement per chunk: the entries as one JSON array of 5-element arrays.
-        let sql = format!(
-            "INSERT INTO sync_ledger \
-             (sync_id, identity, hash, record_id, outcome, error_code, updated_at) \
-             SELECT $1, json_extract(value, '$[0]'), json_extract(value, '$[1]'), \
-             json_extract(value, '$[2]'), json_extract(value, '$[3]'), \
-             json_extract(value, '$[4]'), $3 FROM json_each($2) WHERE true {UPSERT_TAIL}"
-        );
+        // Multi-row statements with every value bound, seven per entry. The parameters
+        // are anonymous (`?`): sqlx asks SQLite for every parameter's name, which SQLite
+        // finds by walking the statement's list of named ones — quadratic at this size.
+        let sync_id = sync_id.to_string();
         let mut tx = self.begin_write().await?;
-        for chunk in entries.chunks(WRITE_CHUNK) {
-            let values: Vec<[Option<&str>; 5]> = chunk
-                .iter()
-                .map(|entry| {
-                    [
-                        Some(entry.identity.as_str()),
-                        entry.hash.as_deref(),
-                        entry.record_id.as_deref(),
-                        Some(entry.outcome.as_str()),
-                        entry.error_code.as_deref(),
-                    ]
-                })
-                .collect();
-            sqlx::query(&sql)
-                .bind(sync_id.to_string())
-                .bind(json_text(&values)?)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(write_error)?;
+        for chunk in entries.chunks(SQLITE_WRITE_ROWS) {
+            let sql = format!(
+                "INSERT INTO sync_ledger \
+                 (sync_id, identity, hash, record_id, outcome, error_code, updated_at) \
+                 VALUES {} {UPSERT_TAIL}",
+                vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
+            );
+            // Full chunks share one cached statement.
+            let mut query = sqlx::query(&sql).persistent(chunk.len() == SQLITE_WRITE_ROWS);
+            for entry in chunk {
+                query = query
+                    .bind(sync_id.as_str())
+                    .bind(entry.identity.as_str())
+                    .bind(entry.hash.as_deref())
+                    .bind(entry.record_id.as_deref())
+                    .bind(entry.outcome.as_str())
+                    .bind(entry.error_code.as_deref())
+                    .bind(now);
+            }
+            query.execute(&mut *tx).await.map_err(write_error)?;
         }
         tx.commit().await?;
         Ok(())

@@ -399,6 +399,15 @@ async fn ledger(store: DynStore) {
         .collect();
     store.put_ledger_entries(sync.id, &many).await.unwrap();
     assert_eq!(store.count_ledger_entries(sync.id).await.unwrap(), 1_200);
+    // Entries of every statement (SQLite writes 1,000 per statement) keep their values.
+    for i in [0, 999, 1_000, 1_199] {
+        let entry = &store
+            .ledger_entries(sync.id, &[format!("id-{i}")])
+            .await
+            .unwrap()[0];
+        assert_eq!(entry.hash.as_deref(), Some(format!("h{i}").as_str()));
+        assert_eq!(entry.outcome, "inserted");
+    }
     let wanted: Vec<String> = (0..1_200).step_by(2).map(|i| format!("id-{i}")).collect();
     assert_eq!(
         store.ledger_entries(sync.id, &wanted).await.unwrap().len(),
