@@ -361,6 +361,8 @@ crate::sql::sql_database_connector!(PostgresqlConnector, PostgresqlConfig, "Post
 // Model source
 // ---------------------------------------------------------------------------------------
 
+mod copy;
+
 /// How a PostgreSQL column is read: the select-list expression and the Rust decoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PgRead {
@@ -421,52 +423,22 @@ fn pg_field_type(type_name: &str) -> FieldType {
     }
 }
 
+/// The select-list expression of a column, giving the text [`copy`] reads it from.
 fn pg_select_expression(field: &SourceField) -> String {
     let column = format!(
         "{QUERY_ALIAS}.{}",
         source::quote_identifier(&field.name, '"')
     );
     match pg_read(&field.remote_type) {
-        PgRead::Bool
-        | PgRead::Int2
-        | PgRead::Int4
-        | PgRead::Float4
-        | PgRead::Float8
-        | PgRead::Bytes => column,
+        PgRead::Bool | PgRead::Int2 | PgRead::Int4 | PgRead::Float4 | PgRead::Float8 => column,
+        // Plain hex, whatever the server's `bytea_output`.
+        PgRead::Bytes => format!("encode({column}, 'hex')"),
         PgRead::Int8 => format!("{column}::int8"),
         PgRead::Array => format!("to_json({column})::text"),
         PgRead::Decimal | PgRead::Timestamp | PgRead::Text | PgRead::Json => {
             format!("{column}::text")
         }
     }
-}
-
-/// Decodes without sqlx's per-value type check: `read` was chosen from the column's type
-/// (or the column was cast to text for it) when the query was built.
-fn pg_value(row: &sqlx::postgres::PgRow, index: usize, read: PgRead) -> Result<Value, sqlx::Error> {
-    fn get<'r, T>(row: &'r sqlx::postgres::PgRow, index: usize) -> Result<Option<T>, sqlx::Error>
-    where
-        T: sqlx::Decode<'r, sqlx::Postgres>,
-    {
-        use sqlx::Row as _;
-        row.try_get_unchecked::<Option<T>, _>(index)
-    }
-    let value = match read {
-        PgRead::Bool => get::<bool>(row, index)?.map(Value::from),
-        PgRead::Int2 => get::<i16>(row, index)?.map(Value::from),
-        PgRead::Int4 => get::<i32>(row, index)?.map(Value::from),
-        PgRead::Int8 => get::<i64>(row, index)?.map(Value::from),
-        PgRead::Float4 => get::<f32>(row, index)?.map(|v| source::float(f64::from(v))),
-        PgRead::Float8 => get::<f64>(row, index)?.map(source::float),
-        PgRead::Decimal => get::<String>(row, index)?.map(|v| source::decimal(&v)),
-        PgRead::Timestamp => get::<String>(row, index)?.map(|v| source::text_timestamp(&v)),
-        PgRead::Text => get::<String>(row, index)?.map(Value::String),
-        PgRead::Json | PgRead::Array => {
-            get::<String>(row, index)?.map(|v| serde_json::from_str(&v).unwrap_or(Value::String(v)))
-        }
-        PgRead::Bytes => get::<Vec<u8>>(row, index)?.map(|v| source::base64(&v)),
-    };
-    Ok(value.unwrap_or(Value::Null))
 }
 
 /// A relation as PostgreSQL names it.
@@ -488,13 +460,17 @@ impl PostgresqlConfig {
         .collect()
     }
 
-    /// Connects for model reads: UTC session, ISO dates, within the check timeout.
+    /// Connects for model reads: UTC session, ISO dates, floats at full precision, within
+    /// the check timeout.
     async fn source_connection(&self) -> Result<PgConnection, SourceError> {
         let options = self.connect_options();
         let attempt = async {
             let mut connection = PgConnection::connect_with(&options).await?;
             connection
-                .execute("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'")
+                .execute(
+                    "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; \
+                     SET extra_float_digits = 3",
+                )
                 .await?;
             Ok::<_, sqlx::Error>(connection)
         };
@@ -607,21 +583,27 @@ impl PostgresqlConfig {
         let columns: Vec<String> = fields.iter().map(pg_select_expression).collect();
         let sql = source::wrap_query(&columns.join(", "), &inner, limit);
         batcher.set_fields(fields);
-        {
-            let mut rows = sqlx::query(&sql).fetch(&mut connection);
-            while let Some(row) = source::next_row(batcher, &mut rows).await {
-                let row = row.map_err(read_error)?;
-                let values = reads
-                    .iter()
-                    .enumerate()
-                    .map(|(index, read)| pg_value(&row, index, *read))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(read_error)?;
-                if batcher.push(values).await.is_err() {
+        let mut data = connection
+            .copy_out_raw(&format!("COPY ({sql}) TO STDOUT"))
+            .await
+            .map_err(query_error)?;
+        let mut parser = copy::CopyRows::new(reads);
+        let mut rows = Vec::new();
+        while let Some(chunk) = source::next_row(batcher, &mut data).await {
+            let chunk = chunk.map_err(read_error)?;
+            parser.feed(&chunk, &mut rows).map_err(SourceError::Read)?;
+            for row in rows.drain(..) {
+                if batcher.push(row).await.is_err() {
+                    // Nobody reads on: the connection is dropped mid-COPY, unread.
                     return Ok(());
                 }
             }
         }
+        if batcher.is_closed() {
+            return Ok(());
+        }
+        parser.finish().map_err(SourceError::Read)?;
+        drop(data);
         let _ = connection.execute("ROLLBACK").await;
         let _ = connection.close().await;
         Ok(())

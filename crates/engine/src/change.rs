@@ -8,7 +8,6 @@
 //! recorded, nothing is written.
 
 use ferry_store::LedgerEntry;
-use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -72,15 +71,7 @@ impl<'a> RowHasher<'a> {
             self.order.sort_unstable_by(|a, b| keys[*a].cmp(&keys[*b]));
         }
         self.json.clear();
-        // The canonical JSON (`{"key":value,...}`, keys sorted); writing into a Vec cannot
-        // fail.
-        let _ = serde_json::to_writer(
-            &mut self.json,
-            &SortedMap {
-                entries,
-                order: &self.order,
-            },
-        );
+        write_canonical(&mut self.json, entries, &self.order);
         let mut hasher = Sha256::new();
         hasher.update(self.object.as_bytes());
         hasher.update([0]);
@@ -91,20 +82,77 @@ impl<'a> RowHasher<'a> {
     }
 }
 
-/// Key/value pairs serialized as a JSON object in `order`.
-struct SortedMap<'a> {
-    entries: &'a [(&'a String, &'a Value)],
-    order: &'a [usize],
+/// The canonical JSON of a row: `{"key":value,...}` with the entries in `order`, byte for
+/// byte what `serde_json` writes for them (the hashes of existing ledgers depend on it).
+/// Strings, nulls and booleans — nearly every value — are written here; numbers, arrays
+/// and objects by `serde_json` itself.
+fn write_canonical(out: &mut Vec<u8>, entries: &[(&String, &Value)], order: &[usize]) {
+    out.push(b'{');
+    let mut first = true;
+    for (key, value) in order.iter().filter_map(|position| entries.get(*position)) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_json_str(out, key);
+        out.push(b':');
+        match value {
+            Value::Null => out.extend_from_slice(b"null"),
+            Value::Bool(true) => out.extend_from_slice(b"true"),
+            Value::Bool(false) => out.extend_from_slice(b"false"),
+            Value::String(text) => write_json_str(out, text),
+            // Writing into a Vec cannot fail.
+            other => {
+                let _ = serde_json::to_writer(&mut *out, other);
+            }
+        }
+    }
+    out.push(b'}');
 }
 
-impl Serialize for SortedMap<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_map(
-            self.order
-                .iter()
-                .filter_map(|position| self.entries.get(*position).copied()),
-        )
+/// How `serde_json` escapes each byte of a string: 0 not at all, `u` as `\u00XX`, any
+/// other as a backslash and that character.
+const ESCAPE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        table[byte] = b'u';
+        byte += 1;
     }
+    table[0x08] = b'b';
+    table[0x09] = b't';
+    table[0x0a] = b'n';
+    table[0x0c] = b'f';
+    table[0x0d] = b'r';
+    table[b'"' as usize] = b'"';
+    table[b'\\' as usize] = b'\\';
+    table
+};
+
+/// A JSON string literal, escaped as `serde_json` escapes it.
+fn write_json_str(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (at, byte) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(*byte)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[start..at]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(byte >> 4)]);
+            out.push(HEX[usize::from(byte & 0x0f)]);
+        } else {
+            out.extend_from_slice(&[b'\\', escape]);
+        }
+        start = at + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
 }
 
 /// The first 16 bytes of a digest as lowercase hex (32 characters).
@@ -215,6 +263,30 @@ mod tests {
                 reference_hash("Contact", "updateOrCreate", &values)
             );
         }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        let every_control: String = (0u8..0x20).map(char::from).collect();
+        for text in [
+            every_control.as_str(),
+            "\u{7f}\"\\/ é ü 日本 🦀 \u{2028}",
+            "",
+            "plain",
+            "ends with \\",
+        ] {
+            let mut ours = Vec::new();
+            write_json_str(&mut ours, text);
+            assert_eq!(ours, serde_json::to_vec(text).unwrap(), "{text:?}");
+        }
+        let values = values(
+            json!({"n": -1.5e300, "i": 7, "a": [1, "x\n"], "o": {"z": 1, "a": null},
+                                   "t": true, "f": false, "z": null, "s": "\t"}),
+        );
+        assert_eq!(
+            hash_values("Contact", "update", &values),
+            reference_hash("Contact", "update", &values)
+        );
     }
 
     #[test]

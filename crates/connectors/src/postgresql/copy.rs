@@ -1,0 +1,355 @@
+//! PostgreSQL's COPY text format, as `COPY (SELECT …) TO STDOUT` sends it: one line per
+//! row, columns separated by tabs, `\N` for null, and backslash escapes for backslash,
+//! tab, newline, carriage return, backspace, form feed and vertical tab. Model reads
+//! stream rows this way: the row protocol's per-row decoding cost several times more than
+//! splitting these lines.
+//!
+//! Each column is read as its [`PgRead`] says, from the text the select list gives it
+//! (`pg_select_expression`): the same values as the typed reads they replace.
+
+use serde_json::Value;
+
+use super::PgRead;
+use crate::source;
+
+/// Splits COPY data into rows. The server sends one row per message, but a row may be
+/// split across chunks, so an unfinished line waits for the next chunk.
+#[derive(Debug)]
+pub(super) struct CopyRows {
+    reads: Vec<PgRead>,
+    /// The start of a line whose end has not arrived yet.
+    partial: Vec<u8>,
+    /// Rows read so far (for error messages).
+    rows: u64,
+}
+
+impl CopyRows {
+    pub(super) fn new(reads: Vec<PgRead>) -> Self {
+        CopyRows {
+            reads,
+            partial: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Reads the complete lines of `chunk` (after what earlier chunks left) into `out`.
+    pub(super) fn feed(&mut self, chunk: &[u8], out: &mut Vec<Vec<Value>>) -> Result<(), String> {
+        let mut rest = chunk;
+        if !self.partial.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', rest) else {
+                self.partial.extend_from_slice(rest);
+                return Ok(());
+            };
+            self.partial.extend_from_slice(&rest[..end]);
+            rest = &rest[end + 1..];
+            let line = std::mem::take(&mut self.partial);
+            out.push(self.row(&line)?);
+        }
+        while let Some(end) = memchr::memchr(b'\n', rest) {
+            out.push(self.row(&rest[..end])?);
+            rest = &rest[end + 1..];
+        }
+        self.partial.extend_from_slice(rest);
+        Ok(())
+    }
+
+    /// Checks that the data ended with a complete line.
+    pub(super) fn finish(&self) -> Result<(), String> {
+        if self.partial.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the COPY data ended inside row {} ({} bytes without a line end)",
+                self.rows + 1,
+                self.partial.len()
+            ))
+        }
+    }
+
+    fn row(&mut self, line: &[u8]) -> Result<Vec<Value>, String> {
+        self.rows += 1;
+        let mut values = Vec::with_capacity(self.reads.len());
+        let mut rest = Some(line);
+        for (index, read) in self.reads.iter().enumerate() {
+            let Some(field_start) = rest else {
+                return Err(format!(
+                    "row {} has {index} columns, {} expected",
+                    self.rows,
+                    self.reads.len()
+                ));
+            };
+            // One scan finds the field's end and whether it holds an escape.
+            let mut escaped = false;
+            let mut end = field_start.len();
+            let mut from = 0;
+            while let Some(at) = memchr::memchr2(b'\t', b'\\', &field_start[from..]) {
+                let at = from + at;
+                if field_start[at] == b'\t' {
+                    end = at;
+                    break;
+                }
+                escaped = true;
+                // The escaped byte is never a delimiter.
+                from = at + 2;
+                if from >= field_start.len() {
+                    break;
+                }
+            }
+            let field = &field_start[..end];
+            // After the last field there is no tab, so nothing more.
+            rest = field_start.get(end + 1..);
+            let value = field_value(field, escaped, *read)
+                .map_err(|error| format!("row {}, column {}: {error}", self.rows, index + 1))?;
+            values.push(value);
+        }
+        if rest.is_some() {
+            return Err(format!(
+                "row {} has more than the {} expected columns",
+                self.rows,
+                self.reads.len()
+            ));
+        }
+        Ok(values)
+    }
+}
+
+/// One column's value.
+fn field_value(field: &[u8], escaped: bool, read: PgRead) -> Result<Value, String> {
+    if field == b"\\N" {
+        return Ok(Value::Null);
+    }
+    let text = if escaped {
+        unescape(field)?
+    } else {
+        std::str::from_utf8(field)
+            .map(str::to_owned)
+            .map_err(|_| "the value is not valid UTF-8".to_string())?
+    };
+    let parsed = match read {
+        PgRead::Text => Value::String(text),
+        PgRead::Bool => match text.as_str() {
+            "t" => Value::Bool(true),
+            "f" => Value::Bool(false),
+            other => return Err(format!("{other:?} is not a boolean (t or f)")),
+        },
+        PgRead::Int2 | PgRead::Int4 | PgRead::Int8 => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("{text:?} is not an integer"))?,
+        PgRead::Float4 => text
+            .parse::<f32>()
+            .map(|value| source::float(f64::from(value)))
+            .map_err(|_| format!("{text:?} is not a number"))?,
+        PgRead::Float8 => text
+            .parse::<f64>()
+            .map(source::float)
+            .map_err(|_| format!("{text:?} is not a number"))?,
+        PgRead::Decimal => source::decimal(&text),
+        PgRead::Timestamp => source::text_timestamp(&text),
+        PgRead::Json | PgRead::Array => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        PgRead::Bytes => source::base64(&hex_bytes(&text)?),
+    };
+    Ok(parsed)
+}
+
+/// The text of a field with its backslash escapes resolved.
+fn unescape(field: &[u8]) -> Result<String, String> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.iter().copied().peekable();
+    while let Some(byte) = bytes.next() {
+        if byte != b'\\' {
+            out.push(byte);
+            continue;
+        }
+        let Some(escaped) = bytes.next() else {
+            return Err("the value ends with a lone backslash".into());
+        };
+        let resolved = match escaped {
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 0x0b,
+            // `\x` and one or two hex digits, `\` and one to three octal digits.
+            b'x' if bytes.peek().is_some_and(u8::is_ascii_hexdigit) => {
+                let mut value = 0u8;
+                for _ in 0..2 {
+                    match bytes.peek().and_then(|b| char::from(*b).to_digit(16)) {
+                        Some(digit) => {
+                            value = value.wrapping_mul(16).wrapping_add(digit as u8);
+                            bytes.next();
+                        }
+                        None => break,
+                    }
+                }
+                value
+            }
+            b'0'..=b'7' => {
+                let mut value = escaped - b'0';
+                for _ in 0..2 {
+                    match bytes.peek() {
+                        Some(digit @ b'0'..=b'7') => {
+                            value = value.wrapping_mul(8).wrapping_add(digit - b'0');
+                            bytes.next();
+                        }
+                        _ => break,
+                    }
+                }
+                value
+            }
+            other => other,
+        };
+        out.push(resolved);
+    }
+    String::from_utf8(out).map_err(|_| "the value is not valid UTF-8".to_string())
+}
+
+/// The bytes of `encode(…, 'hex')` text.
+fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    let digits = text.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err(format!("{text:?} is not hex-encoded bytes"));
+    }
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let high = char::from(pair[0]).to_digit(16);
+            let low = char::from(pair[1]).to_digit(16);
+            match (high, low) {
+                (Some(high), Some(low)) => Ok((high * 16 + low) as u8),
+                _ => Err(format!("{text:?} is not hex-encoded bytes")),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rows(reads: Vec<PgRead>, chunks: &[&[u8]]) -> Result<Vec<Vec<Value>>, String> {
+        let mut parser = CopyRows::new(reads);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            parser.feed(chunk, &mut out)?;
+        }
+        parser.finish()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn reads_every_kind_of_column() {
+        let reads = vec![
+            PgRead::Int4,
+            PgRead::Text,
+            PgRead::Bool,
+            PgRead::Float8,
+            PgRead::Float4,
+            PgRead::Decimal,
+            PgRead::Timestamp,
+            PgRead::Json,
+            PgRead::Array,
+            PgRead::Bytes,
+            PgRead::Int8,
+        ];
+        let line = b"7\tA\\tb\\\\c\\nd\tt\t0.5\t0.1\t12.50\t2024-01-02 01:04:05.25+00\t{\"a\": [1, 2]}\t[\"x\",\"y\"]\t0102ff\t-9007199254740993\n";
+        let got = rows(reads.clone(), &[line]).unwrap();
+        assert_eq!(
+            Value::Array(got[0].clone()),
+            json!([7, "A\tb\\c\nd", true, 0.5, f64::from(0.1f32), 12.5,
+                   "2024-01-02T01:04:05.250Z", {"a": [1, 2]}, ["x", "y"], "AQL/",
+                   -9_007_199_254_740_993i64])
+        );
+        let nulls = "\\N\t".repeat(reads.len() - 1) + "\\N\n";
+        let got = rows(reads, &[nulls.as_bytes()]).unwrap();
+        assert!(got[0].iter().all(Value::is_null));
+    }
+
+    #[test]
+    fn special_floats_and_escapes() {
+        let got = rows(
+            vec![PgRead::Float8, PgRead::Float8, PgRead::Float8, PgRead::Text],
+            &[b"Infinity\t-Infinity\tNaN\t\\b\\f\\v\\r\\101\\x42\\\\N\n"],
+        )
+        .unwrap();
+        assert_eq!(got[0][0], json!("inf"));
+        assert_eq!(got[0][1], json!("-inf"));
+        assert_eq!(got[0][2], json!("NaN"));
+        assert_eq!(got[0][3], json!("\u{8}\u{c}\u{b}\rAB\\N"));
+    }
+
+    #[test]
+    fn empty_values_and_escapes_next_to_tabs() {
+        // Line 2: an escaped backslash before a tab, an escaped tab, two escaped backslashes.
+        let data = "\t\t\n".to_string() + r"a\\" + "\t" + r"b\t" + "\t" + r"\\\\" + "\n";
+        let got = rows(
+            vec![PgRead::Text, PgRead::Text, PgRead::Text],
+            &[data.as_bytes()],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![json!(""), json!(""), json!("")],
+                vec![json!(r"a\"), json!("b\t"), json!(r"\\")]
+            ]
+        );
+    }
+
+    #[test]
+    fn rows_split_across_chunks() {
+        let got = rows(
+            vec![PgRead::Int4, PgRead::Text],
+            // `é` is split between two chunks.
+            &[b"1\t\xc3", b"\xa9lan\n2\t", b"", b"x\n3\t\\N\n"],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![json!(1), json!("élan")],
+                vec![json!(2), json!("x")],
+                vec![json!(3), Value::Null]
+            ]
+        );
+    }
+
+    #[test]
+    fn malformed_data_is_an_error() {
+        let text = || vec![PgRead::Int4, PgRead::Text];
+        assert!(
+            rows(text(), &[b"1\n"])
+                .unwrap_err()
+                .contains("row 1 has 1 columns")
+        );
+        assert!(
+            rows(text(), &[b"1\ta\tb\n"])
+                .unwrap_err()
+                .contains("more than")
+        );
+        assert!(
+            rows(text(), &[b"x\ta\n"])
+                .unwrap_err()
+                .contains("not an integer")
+        );
+        assert!(
+            rows(text(), &[b"1\ta"])
+                .unwrap_err()
+                .contains("ended inside row 1")
+        );
+        assert!(rows(text(), &[b"1\t\xff\n"]).unwrap_err().contains("UTF-8"));
+        assert!(
+            rows(vec![PgRead::Bytes], &[b"0g\n"])
+                .unwrap_err()
+                .contains("hex")
+        );
+        assert!(
+            rows(vec![PgRead::Bool], &[b"yes\n"])
+                .unwrap_err()
+                .contains("boolean")
+        );
+    }
+}
