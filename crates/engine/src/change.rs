@@ -84,30 +84,56 @@ impl<'a> RowHasher<'a> {
 
 /// The canonical JSON of a row: `{"key":value,...}` with the entries in `order`, byte for
 /// byte what `serde_json` writes for them (the hashes of existing ledgers depend on it).
+fn write_canonical(out: &mut Vec<u8>, entries: &[(&String, &Value)], order: &[usize]) {
+    write_json_object(
+        out,
+        order
+            .iter()
+            .filter_map(|position| entries.get(*position).copied()),
+    );
+}
+
+/// A JSON object of `entries`, in their order, byte for byte as `serde_json` writes it.
 /// Strings, nulls and booleans — nearly every value — are written here; numbers, arrays
 /// and objects by `serde_json` itself.
-fn write_canonical(out: &mut Vec<u8>, entries: &[(&String, &Value)], order: &[usize]) {
+pub(crate) fn write_json_object<'a>(
+    out: &mut Vec<u8>,
+    entries: impl IntoIterator<Item = (&'a String, &'a Value)>,
+) {
     out.push(b'{');
     let mut first = true;
-    for (key, value) in order.iter().filter_map(|position| entries.get(*position)) {
+    for (key, value) in entries {
         if !first {
             out.push(b',');
         }
         first = false;
         write_json_str(out, key);
         out.push(b':');
-        match value {
-            Value::Null => out.extend_from_slice(b"null"),
-            Value::Bool(true) => out.extend_from_slice(b"true"),
-            Value::Bool(false) => out.extend_from_slice(b"false"),
-            Value::String(text) => write_json_str(out, text),
-            // Writing into a Vec cannot fail.
-            other => {
-                let _ = serde_json::to_writer(&mut *out, other);
-            }
-        }
+        write_json_value(out, value);
     }
     out.push(b'}');
+}
+
+/// A JSON value as `serde_json` writes it.
+pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::String(text) => write_json_str(out, text),
+        // Writing into a Vec cannot fail.
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
+    }
+}
+
+/// A map's JSON text, as `serde_json::to_string` gives it.
+pub(crate) fn json_object_text(map: &Map<String, Value>) -> String {
+    let mut out = Vec::with_capacity(64 * map.len() + 2);
+    write_json_object(&mut out, map);
+    // Only whole `&str`s and ASCII went in: valid UTF-8.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// How `serde_json` escapes each byte of a string: 0 not at all, `u` as `\u00XX`, any
@@ -130,7 +156,7 @@ const ESCAPE: [u8; 256] = {
 };
 
 /// A JSON string literal, escaped as `serde_json` escapes it.
-fn write_json_str(out: &mut Vec<u8>, text: &str) {
+pub(crate) fn write_json_str(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
     out.reserve(bytes.len() + 2);

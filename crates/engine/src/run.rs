@@ -40,6 +40,7 @@ use uuid::Uuid;
 use crate::FastSet;
 use crate::batch::{chunks, sort_by_field};
 use crate::change::{CONFIRMED_OUTCOMES, Change, RowHasher, detect};
+use crate::change::{json_object_text, write_json_str};
 use crate::mapping::{BatchPlan, MappedRow, MissingField, RejectedRow, SelectedRow};
 use crate::plan::{Candidate, Decision, Operation, SkipReason, decide, malformed_references};
 use crate::plan::{Side, decide_lead_or_contact};
@@ -1076,7 +1077,7 @@ impl Run {
                     let prepared = target.prepare_bulk2_job(operation, &payloads, &key);
                     let values: Vec<String> = payloads
                         .iter()
-                        .map(|(_, payload)| serde_json::to_string(payload).unwrap_or_default())
+                        .map(|(_, payload)| json_object_text(payload))
                         .collect();
                     drop(payloads);
                     let result = match prepared {
@@ -1444,12 +1445,21 @@ impl Run {
         };
         let identity = &row.candidate.row.identity;
         // The line `{"identity", "id", "operation", "values"}` with the values already text.
-        let text = format!(
-            "{{\"identity\":{},\"id\":{},\"operation\":\"{}\",\"values\":{values}}}",
-            Value::from(identity.as_str()),
-            id.as_deref().map_or(Value::Null, Value::from),
-            operation_name(row.operation),
-        );
+        let mut line = Vec::with_capacity(values.len() + identity.len() + 80);
+        line.extend_from_slice(b"{\"identity\":");
+        write_json_str(&mut line, identity);
+        line.extend_from_slice(b",\"id\":");
+        match id.as_deref() {
+            Some(id) => write_json_str(&mut line, id),
+            None => line.extend_from_slice(b"null"),
+        }
+        line.extend_from_slice(b",\"operation\":\"");
+        line.extend_from_slice(operation_name(row.operation).as_bytes());
+        line.extend_from_slice(b"\",\"values\":");
+        line.extend_from_slice(values.as_bytes());
+        line.push(b'}');
+        // Built from `&str`s.
+        let text = String::from_utf8(line).unwrap_or_default();
         self.log_text_twice(log_type, text);
         self.ledger.push(LedgerEntry::new(
             identity.clone(),
@@ -1471,7 +1481,7 @@ impl Run {
     ) -> Option<Planned> {
         if result.success {
             // Serializing JSON values into a string cannot fail.
-            let values = serde_json::to_string(&row.payload).unwrap_or_default();
+            let values = json_object_text(&row.payload);
             self.confirmed(&row, &result, &values);
             return None;
         }
