@@ -257,6 +257,17 @@ pub fn parse_ingest_results(
     body: &[u8],
     delimiter: ColumnDelimiter,
 ) -> Result<IngestResults> {
+    parse_ingest_result_columns(kind, body, delimiter, None)
+}
+
+/// Parses an ingest result CSV, keeping of the echoed input columns only `only` (matched
+/// case-insensitively) when it is given.
+pub fn parse_ingest_result_columns(
+    kind: IngestResultKind,
+    body: &[u8],
+    delimiter: ColumnDelimiter,
+    only: Option<&str>,
+) -> Result<IngestResults> {
     let context = "bulk 2.0 ingest results";
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(delimiter.byte())
@@ -278,6 +289,7 @@ pub fn parse_ingest_results(
             "sf__Created" => created_at = Some(index),
             "sf__Error" => error_at = Some(index),
             _ if name.is_empty() && headers.len() == 1 => {}
+            _ if only.is_some_and(|only| !only.eq_ignore_ascii_case(name)) => {}
             _ => {
                 data_at.push(index);
                 columns.push(name.to_string());
@@ -292,15 +304,19 @@ pub fn parse_ingest_results(
         return Err(SalesforceError::parse(context, "missing the sf__Id column"));
     }
     let mut rows = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(|e| SalesforceError::parse(context, e.to_string()))?;
-        let cell = |at: Option<usize>| at.and_then(|i| record.get(i)).map(str::to_string);
+    // One record, refilled for every row.
+    let mut record = csv::StringRecord::new();
+    while reader
+        .read_record(&mut record)
+        .map_err(|e| SalesforceError::parse(context, e.to_string()))?
+    {
+        let cell = |at: Option<usize>| at.and_then(|i| record.get(i));
         rows.push(IngestResultRow {
-            id: cell(id_at).filter(|s| !s.is_empty()),
+            id: cell(id_at).filter(|s| !s.is_empty()).map(str::to_string),
             created: cell(created_at).map(|s| s.eq_ignore_ascii_case("true")),
             error: cell(error_at)
                 .filter(|s| !s.is_empty())
-                .map(|s| parse_bulk_csv_error(&s)),
+                .map(parse_bulk_csv_error),
             values: data_at
                 .iter()
                 .map(|i| record.get(*i).unwrap_or_default().to_string())
@@ -614,6 +630,27 @@ impl SalesforceClient {
         parse_ingest_results(kind, &body, delimiter)
     }
 
+    /// [`SalesforceClient::ingest_results`] keeping, of the echoed input columns, only
+    /// `column` (matched case-insensitively): what matching results to rows by a key needs,
+    /// without a string per cell of every other column.
+    pub async fn ingest_results_by(
+        &self,
+        job_id: &str,
+        kind: IngestResultKind,
+        delimiter: ColumnDelimiter,
+        column: &str,
+    ) -> Result<IngestResults> {
+        check_job_id(job_id)?;
+        let call = Call::new(
+            Method::GET,
+            self.ingest_path(&format!("/{job_id}/{}", kind.path())),
+            "bulk 2.0 ingest results",
+        )
+        .header("accept", "text/csv")?;
+        let (_, body) = self.send_bytes(call).await?;
+        parse_ingest_result_columns(kind, &body, delimiter, Some(column))
+    }
+
     /// `POST /jobs/query` (`query` or `queryAll`).
     pub async fn create_query_job(
         &self,
@@ -798,6 +835,19 @@ mod tests {
         assert_eq!(results.rows[0].created, Some(true));
         assert_eq!(results.value(&results.rows[0], "Name"), Some("Acme, Inc"));
         assert_eq!(results.value(&results.rows[1], "ext__c"), Some("A-2"));
+        // Keeping one echoed column (by any case): the rest are not read.
+        let keyed = parse_ingest_result_columns(
+            IngestResultKind::Successful,
+            ok,
+            ColumnDelimiter::Comma,
+            Some("EXT__C"),
+        )
+        .expect("ok");
+        assert_eq!(keyed.columns, vec!["Ext__c"]);
+        assert_eq!(keyed.rows[1].values, vec!["A-2"]);
+        assert_eq!(keyed.rows[1].id.as_deref(), Some("001000000000002AAA"));
+        assert_eq!(keyed.rows[1].created, Some(false));
+        assert_eq!(keyed.value(&keyed.rows[0], "Name"), None);
         let failed = b"\"sf__Id\",\"sf__Error\",LastName,Email\r\n\"\",\"REQUIRED_FIELD_MISSING:Required fields are missing: [LastName]:LastName --\",,a@b.c\r\n";
         let results =
             parse_ingest_results(IngestResultKind::Failed, failed, ColumnDelimiter::Comma)
