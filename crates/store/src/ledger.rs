@@ -277,8 +277,11 @@ impl LedgerStore for SqliteStore {
         // `v.key` is the position itself.
         const BY_IDENTITY: &str = "l.identity = v.key";
         const BY_PAIR: &str = "l.identity = json_extract(v.value, '$[0]')";
-        let mut positions: std::collections::HashMap<&str, usize> =
-            std::collections::HashMap::with_capacity(rows.len().min(LOOKUP_CHUNK));
+        let mut positions: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
+            std::collections::HashMap::with_capacity_and_hasher(
+                rows.len().min(LOOKUP_CHUNK),
+                Default::default(),
+            );
         let confirmed = json_text(&confirmed)?;
         let mut out = Vec::new();
         for (chunk_index, chunk) in rows.chunks(LOOKUP_CHUNK).enumerate() {
