@@ -619,15 +619,8 @@ impl SalesforceClient {
         kind: IngestResultKind,
         delimiter: ColumnDelimiter,
     ) -> Result<IngestResults> {
-        check_job_id(job_id)?;
-        let call = Call::new(
-            Method::GET,
-            self.ingest_path(&format!("/{job_id}/{}", kind.path())),
-            "bulk 2.0 ingest results",
-        )
-        .header("accept", "text/csv")?;
-        let (_, body) = self.send_bytes(call).await?;
-        parse_ingest_results(kind, &body, delimiter)
+        self.fetch_ingest_results(job_id, kind, delimiter, None)
+            .await
     }
 
     /// [`SalesforceClient::ingest_results`] keeping, of the echoed input columns, only
@@ -640,6 +633,17 @@ impl SalesforceClient {
         delimiter: ColumnDelimiter,
         column: &str,
     ) -> Result<IngestResults> {
+        self.fetch_ingest_results(job_id, kind, delimiter, Some(column))
+            .await
+    }
+
+    async fn fetch_ingest_results(
+        &self,
+        job_id: &str,
+        kind: IngestResultKind,
+        delimiter: ColumnDelimiter,
+        only: Option<&str>,
+    ) -> Result<IngestResults> {
         check_job_id(job_id)?;
         let call = Call::new(
             Method::GET,
@@ -648,7 +652,7 @@ impl SalesforceClient {
         )
         .header("accept", "text/csv")?;
         let (_, body) = self.send_bytes(call).await?;
-        parse_ingest_result_columns(kind, &body, delimiter, Some(column))
+        parse_ingest_result_columns(kind, &body, delimiter, only)
     }
 
     /// `POST /jobs/query` (`query` or `queryAll`).

@@ -320,36 +320,21 @@ mod tests {
     #[test]
     fn malformed_data_is_an_error() {
         let text = || vec![PgRead::Int4, PgRead::Text];
-        assert!(
-            rows(text(), &[b"1\n"])
-                .unwrap_err()
-                .contains("row 1 has 1 columns")
-        );
-        assert!(
-            rows(text(), &[b"1\ta\tb\n"])
-                .unwrap_err()
-                .contains("more than")
-        );
-        assert!(
-            rows(text(), &[b"x\ta\n"])
-                .unwrap_err()
-                .contains("not an integer")
-        );
-        assert!(
-            rows(text(), &[b"1\ta"])
-                .unwrap_err()
-                .contains("ended inside row 1")
-        );
-        assert!(rows(text(), &[b"1\t\xff\n"]).unwrap_err().contains("UTF-8"));
-        assert!(
-            rows(vec![PgRead::Bytes], &[b"0g\n"])
-                .unwrap_err()
-                .contains("hex")
-        );
-        assert!(
-            rows(vec![PgRead::Bool], &[b"yes\n"])
-                .unwrap_err()
-                .contains("boolean")
-        );
+        let cases: [(Vec<PgRead>, &[u8], &str); 7] = [
+            (text(), b"1\n", "row 1 has 1 columns"),
+            (text(), b"1\ta\tb\n", "more than"),
+            (text(), b"x\ta\n", "not an integer"),
+            (text(), b"1\ta", "ended inside row 1"),
+            (text(), b"1\t\xff\n", "UTF-8"),
+            (vec![PgRead::Bytes], b"0g\n", "hex"),
+            (vec![PgRead::Bool], b"yes\n", "boolean"),
+        ];
+        for (reads, data, expected) in cases {
+            let error = rows(reads, &[data]).unwrap_err();
+            assert!(
+                error.contains(expected),
+                "{error:?} should mention {expected:?}"
+            );
+        }
     }
 }
