@@ -460,17 +460,15 @@ impl PostgresqlConfig {
         .collect()
     }
 
-    /// Connects for model reads: UTC session, ISO dates, floats at full precision, within
-    /// the check timeout.
+    /// Connects for model reads: UTC session, ISO dates, within the check timeout. Floats
+    /// come as text at full precision: sqlx's connection options ask for
+    /// `extra_float_digits` 2 when the session starts.
     async fn source_connection(&self) -> Result<PgConnection, SourceError> {
         let options = self.connect_options();
         let attempt = async {
             let mut connection = PgConnection::connect_with(&options).await?;
             connection
-                .execute(
-                    "SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'; \
-                     SET extra_float_digits = 3",
-                )
+                .execute("SET TIME ZONE 'UTC'; SET DateStyle = 'ISO, YMD'")
                 .await?;
             Ok::<_, sqlx::Error>(connection)
         };

@@ -106,7 +106,14 @@ async fn postgresql_model_source() {
                   ARRAY['x','y'], '\\x0102ff', 0.5, '6c1f1c1e-0000-4000-8000-000000000001'),
                  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
              CREATE TABLE sales.\"Odd \"\"Name\" (id int);
-             CREATE VIEW sales.active_people AS SELECT id, name FROM public.people WHERE active;",
+             CREATE VIEW sales.active_people AS SELECT id, name FROM public.people WHERE active;
+             -- Server settings a reader must not depend on: fewer float digits than exact,
+             -- bytea in the old escape format.
+             DO $$ BEGIN EXECUTE format(
+                 'ALTER DATABASE %I SET extra_float_digits = 0', current_database());
+             EXECUTE format(
+                 'ALTER DATABASE %I SET bytea_output = ''escape''', current_database());
+             END $$;",
         )
         .await
         .unwrap();
@@ -163,6 +170,16 @@ async fn postgresql_model_source() {
                ["x", "y"], "AQL/", 0.5, "6c1f1c1e-0000-4000-8000-000000000001"])
     );
     assert!(sampled.rows[1][1..].iter().all(Value::is_null));
+
+    // Floats at full precision whatever the server's `extra_float_digits`.
+    let (_, rows) = read_all(
+        pg,
+        &config,
+        &Selection::Query("SELECT 1/3::float8 AS third, 0.1::float4 AS tenth".into()),
+        10,
+    )
+    .await;
+    assert_eq!(rows, vec![vec![json!(1.0 / 3.0), json!(f64::from(0.1f32))]]);
 
     // Odd identifiers are quoted, views readable.
     let odd = pg

@@ -115,7 +115,7 @@ pub(crate) fn write_json_object<'a>(
 }
 
 /// A JSON value as `serde_json` writes it.
-pub(crate) fn write_json_value(out: &mut Vec<u8>, value: &Value) {
+fn write_json_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),

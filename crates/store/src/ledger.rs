@@ -7,13 +7,15 @@
 //! be lost, so the next run re-resolves the record by its identity instead of creating it
 //! again). Failed rows keep their previous hash, so they are retried on the next run.
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 use uuid::Uuid;
 
 use crate::backend::{PostgresStore, SqliteStore};
-use crate::{Result, StoreError, from_millis};
+use crate::{FastMap, Result, StoreError, from_millis};
 
 /// Identities looked up per statement (one parameter each: a JSON array on SQLite, a
 /// `text[]` on PostgreSQL, so statements stay small and cheap to bind).
@@ -29,8 +31,7 @@ const SQLITE_WRITE_ROWS: usize = 1_000;
 /// The entries with only the last one of each identity kept, in order (later entries
 /// replace earlier ones, as separate writes would).
 fn last_per_identity(entries: &[LedgerEntry]) -> Vec<&LedgerEntry> {
-    let mut last: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
-        std::collections::HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+    let mut last = FastMap::with_capacity_and_hasher(entries.len(), Default::default());
     for (index, entry) in entries.iter().enumerate() {
         last.insert(entry.identity.as_str(), index);
     }
@@ -277,11 +278,8 @@ impl LedgerStore for SqliteStore {
         // `v.key` is the position itself.
         const BY_IDENTITY: &str = "l.identity = v.key";
         const BY_PAIR: &str = "l.identity = json_extract(v.value, '$[0]')";
-        let mut positions: std::collections::HashMap<&str, usize, foldhash::fast::RandomState> =
-            std::collections::HashMap::with_capacity_and_hasher(
-                rows.len().min(LOOKUP_CHUNK),
-                Default::default(),
-            );
+        let mut positions: FastMap<&str, usize> =
+            FastMap::with_capacity_and_hasher(rows.len().min(LOOKUP_CHUNK), Default::default());
         let confirmed = json_text(&confirmed)?;
         let mut out = Vec::new();
         for (chunk_index, chunk) in rows.chunks(LOOKUP_CHUNK).enumerate() {
@@ -334,15 +332,22 @@ impl LedgerStore for SqliteStore {
         // are anonymous (`?`): sqlx asks SQLite for every parameter's name, which SQLite
         // finds by walking the statement's list of named ones — quadratic at this size.
         let sync_id = sync_id.to_string();
-        let mut tx = self.begin_write().await?;
-        for chunk in entries.chunks(SQLITE_WRITE_ROWS) {
-            let sql = format!(
+        let insert = |rows: usize| {
+            format!(
                 "INSERT INTO sync_ledger \
                  (sync_id, identity, hash, record_id, outcome, error_code, updated_at) \
                  VALUES {} {UPSERT_TAIL}",
-                vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ")
-            );
-            // Full chunks share one cached statement.
+                vec!["(?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+            )
+        };
+        // Full chunks share one statement text (and one cached statement).
+        let full = (entries.len() >= SQLITE_WRITE_ROWS).then(|| insert(SQLITE_WRITE_ROWS));
+        let mut tx = self.begin_write().await?;
+        for chunk in entries.chunks(SQLITE_WRITE_ROWS) {
+            let sql = match &full {
+                Some(full) if chunk.len() == SQLITE_WRITE_ROWS => Cow::Borrowed(full.as_str()),
+                _ => Cow::Owned(insert(chunk.len())),
+            };
             let mut query = sqlx::query(&sql).persistent(chunk.len() == SQLITE_WRITE_ROWS);
             for entry in chunk {
                 query = query

@@ -432,30 +432,20 @@ fn stored_lines(lines: &[RecordLine]) -> impl Iterator<Item = (&str, i64, Piece<
 /// becomes a space.
 fn chunk_lines<'a>(lines: impl Iterator<Item = (&'a str, i64, Piece<'a>)>) -> Vec<Chunk<'a>> {
     use std::fmt::Write as _;
-    // Open chunk per log: its key, then (index in `chunks`, its next seq, its line count).
-    // A run writes a handful of logs, so a list is searched instead of hashing every line.
-    type Open<'a> = ((&'a str, bool), (usize, i64, usize));
-    let mut open: Vec<Open<'a>> = Vec::new();
+    // Open chunk per log: (index in `chunks`, its next seq, its line count).
+    let mut open: crate::FastMap<(&str, bool), (usize, i64, usize)> = crate::FastMap::default();
     let mut chunks: Vec<Chunk<'a>> = Vec::new();
     for (log_type, seq, piece) in lines {
         let key = (log_type, matches!(piece, Piece::Record(_)));
-        let slot = open.iter().position(|(open_key, _)| *open_key == key);
-        let continues = slot
-            .and_then(|slot| open.get(slot))
-            .map(|(_, state)| *state)
-            .filter(|(at, next, count)| {
-                *next == seq
-                    && *count < RECORD_CHUNK_LINES
-                    && chunks[*at].text.len() < RECORD_CHUNK_BYTES
-            });
-        let mut set_open = |state| match slot.and_then(|slot| open.get_mut(slot)) {
-            Some((_, open_state)) => *open_state = state,
-            None => open.push((key, state)),
-        };
+        let continues = open.get(&key).copied().filter(|(at, next, count)| {
+            *next == seq
+                && *count < RECORD_CHUNK_LINES
+                && chunks[*at].text.len() < RECORD_CHUNK_BYTES
+        });
         let at = match continues {
             Some((at, _, count)) => {
                 chunks[at].text.push('\n');
-                set_open((at, seq + 1, count + 1));
+                open.insert(key, (at, seq + 1, count + 1));
                 at
             }
             None => {
@@ -474,7 +464,7 @@ fn chunk_lines<'a>(lines: impl Iterator<Item = (&'a str, i64, Piece<'a>)>) -> Ve
                     first_seq: seq,
                     text: String::with_capacity(capacity),
                 });
-                set_open((chunks.len() - 1, seq + 1, 1));
+                open.insert(key, (chunks.len() - 1, seq + 1, 1));
                 chunks.len() - 1
             }
         };
