@@ -79,8 +79,11 @@ pub const PARALLEL_WRITES: usize = 4;
 ///
 /// Measured with `ferry bench model-sync` (1M rows): 0 → 61 s; 1 → 23–26 s, peak RSS
 /// 225–240 MB once the C allocator's arenas were capped (`ferry`'s `main`); 2 → 21 s but
-/// peak RSS 247–258 MB, over the 256 MB budget.
-pub const JOBS_IN_FLIGHT: usize = 1;
+/// peak RSS 247–258 MB, over the 256 MB budget. Once a row in flight held only its log
+/// text and the run's buffers shrank, 1 → 20–24 s at 166–172 MB, and 2 → 14–19 s at
+/// 182–195 MB (175 MB at 100k rows): with one job behind it, the next job's upload and
+/// first poll waited on the one before; 3 → 17–18 s at 217–219 MB, no better.
+pub const JOBS_IN_FLIGHT: usize = 2;
 
 /// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
 pub const WINDOW_ROWS: usize = 10_000;
