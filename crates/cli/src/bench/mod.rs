@@ -177,6 +177,11 @@ impl ChildEmulator {
     pub fn rss_bytes(&self) -> Option<u64> {
         proc_status_kib(&format!("/proc/{}/status", self.pid()), "VmRSS:").map(|k| k * 1024)
     }
+
+    /// CPU time the emulator process has used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        proc_cpu_seconds(&format!("/proc/{}/stat", self.pid()))
+    }
 }
 
 impl Drop for ChildEmulator {
@@ -277,6 +282,72 @@ fn proc_status_kib(path: &str, key: &str) -> Option<u64> {
 /// This process's resident set, in bytes.
 pub fn current_rss_bytes() -> Option<u64> {
     proc_status_kib("/proc/self/status", "VmRSS:").map(|k| k * 1024)
+}
+
+/// CPU time this process has used so far (user + system, every thread), in seconds.
+pub fn own_cpu_seconds() -> Option<f64> {
+    proc_cpu_seconds("/proc/self/stat")
+}
+
+/// User + system time of a `/proc/<pid>/stat` file, in seconds. The times are fields 14
+/// and 15, counted after the command name (which may hold spaces, so from its closing
+/// parenthesis), in clock ticks of 1/100 s (`USER_HZ`, fixed at 100 on Linux).
+fn proc_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    let mut fields = after_name.split_ascii_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}
+
+/// CPU seconds used by this process and the emulator from [`CpuUse::start`] on.
+pub struct CpuUse {
+    own: Option<f64>,
+    emulator: Option<f64>,
+}
+
+/// What a phase used, from [`CpuUse::finish`]: less noisy than its wall time on a shared
+/// machine, and it says which side did the work.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuSpent {
+    own: Option<f64>,
+    emulator: Option<f64>,
+}
+
+impl CpuUse {
+    /// Reads both counters now.
+    pub fn start(emulator: &ChildEmulator) -> CpuUse {
+        CpuUse {
+            own: own_cpu_seconds(),
+            emulator: emulator.cpu_seconds(),
+        }
+    }
+
+    /// The CPU used since the start.
+    pub fn finish(&self, emulator: &ChildEmulator) -> CpuSpent {
+        let since = |start: Option<f64>, now: Option<f64>| Some(now? - start?);
+        CpuSpent {
+            own: since(self.own, own_cpu_seconds()),
+            emulator: since(self.emulator, emulator.cpu_seconds()),
+        }
+    }
+}
+
+impl CpuSpent {
+    /// Adds both figures.
+    pub fn add_to(&self, figures: &mut Figures) {
+        let seconds =
+            |value: Option<f64>| value.map_or("unknown".to_string(), |s| format!("{s:.2}"));
+        figures.add(
+            "CPU seconds of this process (user+system)",
+            seconds(self.own),
+        );
+        figures.add(
+            "CPU seconds of the emulator (user+system)",
+            seconds(self.emulator),
+        );
+    }
 }
 
 /// This process's resident-set high-water mark since start or the last reset, in bytes.

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use sqlx::ConnectOptions as _;
 use sqlx::postgres::PgConnectOptions;
 
-use super::{ChildEmulator, Figures, RssReport, RssSampler, mb, rate, verdict};
+use super::{ChildEmulator, CpuSpent, CpuUse, Figures, RssReport, RssSampler, mb, rate, verdict};
 use crate::StoreArgs;
 use crate::serve::{ServeArgs, Server};
 
@@ -168,6 +168,7 @@ async fn run_phases(args: &ModelSyncArgs, database: &BenchDatabase) -> anyhow::R
         format!("{:.2}", limit.elapsed.as_secs_f64()),
     );
     figures.add("throughput", rate(limit.processed, limit.elapsed));
+    limit.cpu.add_to(&mut figures);
     figures.add(
         "records processed / failed",
         format!("{} / {}", limit.processed, limit.failed),
@@ -237,7 +238,9 @@ async fn measure_ferry(
     emulator.reset_calls().await?;
     eprintln!("first run: {rows} new rows");
     let sampler = RssSampler::start(Duration::from_millis(100));
+    let cpu = CpuUse::start(emulator);
     let (first, execution) = api.run_sync(&sync_id).await?;
+    let first_cpu = cpu.finish(emulator);
     let rss = sampler.finish();
     let calls = emulator.calls().await?;
     let counts = &execution["counts"];
@@ -256,6 +259,7 @@ async fn measure_ferry(
     figures.add("counts", counts);
     figures.add("seconds", format!("{:.2}", first.as_secs_f64()));
     figures.add("throughput", rate(rows, first));
+    first_cpu.add_to(figures);
     add_rss(figures, &rss);
     figures.add(
         "Salesforce API calls",
@@ -278,7 +282,9 @@ async fn measure_ferry(
     emulator.reset_calls().await?;
     eprintln!("re-run: no changes");
     let sampler = RssSampler::start(Duration::from_millis(100));
+    let cpu = CpuUse::start(emulator);
     let (rerun, again) = api.run_sync(&sync_id).await?;
+    let rerun_cpu = cpu.finish(emulator);
     let rerun_rss = sampler.finish();
     let rerun_calls = emulator.calls().await?;
     if again["status"] != "completed" {
@@ -291,6 +297,7 @@ async fn measure_ferry(
         "ratio to the first run",
         format!("{:.3}", rerun.as_secs_f64() / first.as_secs_f64().max(1e-9)),
     );
+    rerun_cpu.add_to(figures);
     figures.add("write calls", rerun_calls.writes());
     figures.add("all calls", rerun_calls.total());
     add_rss(figures, &rerun_rss);
@@ -562,6 +569,8 @@ impl FerryApi {
 /// What the direct Bulk 2.0 push measured.
 struct LimitFigures {
     elapsed: Duration,
+    /// CPU used while the job ran (this process only waits and polls).
+    cpu: CpuSpent,
     processed: u64,
     failed: u64,
     csv_bytes: u64,
@@ -610,6 +619,7 @@ async fn measure_limit(
         mb(csv_bytes)
     );
 
+    let cpu = CpuUse::start(emulator);
     let started = Instant::now();
     let job: Value = http
         .post(&jobs)
@@ -656,9 +666,11 @@ async fn measure_limit(
         }
     };
     let elapsed = started.elapsed();
+    let cpu = cpu.finish(emulator);
     let calls = emulator.calls().await?;
     Ok(LimitFigures {
         elapsed,
+        cpu,
         processed: info["numberRecordsProcessed"].as_u64().unwrap_or(0),
         failed: info["numberRecordsFailed"].as_u64().unwrap_or(0),
         csv_bytes,
