@@ -7,6 +7,8 @@
 //! `identities`). `skip_initial_backfill` turns the first run into a baseline: hashes are
 //! recorded, nothing is written.
 
+use std::ops::Deref;
+
 use ferry_store::LedgerEntry;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -52,46 +54,56 @@ impl<'a> RowHasher<'a> {
     /// The hash of one row's values.
     pub fn hash(&mut self, values: &Map<String, Value>) -> String {
         let entries: Vec<(&String, &Value)> = values.iter().collect();
-        self.hash_entries(&entries)
+        self.hash_fields(entries.iter().map(|(key, _)| *key), |position| {
+            entries.get(position).map_or(NULL, |(_, value)| *value)
+        })
     }
 
-    /// The hash of one row's values given as (key, value) pairs with distinct keys, in
-    /// any order: equal to [`RowHasher::hash`] of the map holding them.
-    pub fn hash_entries(&mut self, entries: &[(&String, &Value)]) -> String {
-        let same_keys = entries.len() == self.keys.len()
-            && entries
-                .iter()
+    /// The hash of one row given its keys (distinct, in any order) and the value of the
+    /// key at each position: equal to [`RowHasher::hash`] of the map holding them. The
+    /// canonical JSON is `{"key":value,...}` with the keys sorted, byte for byte what
+    /// `serde_json` writes for a sorted map (the hashes of existing ledgers depend on it).
+    pub fn hash_fields<'k, V: Deref<Target = Value>>(
+        &mut self,
+        keys: impl ExactSizeIterator<Item = &'k String> + Clone,
+        value: impl Fn(usize) -> V,
+    ) -> String {
+        let same_keys = keys.len() == self.keys.len()
+            && keys
+                .clone()
                 .zip(&self.keys)
-                .all(|((key, _), known)| *key == known);
+                .all(|(key, known)| key == known);
         if !same_keys {
-            self.keys = entries.iter().map(|(key, _)| (*key).clone()).collect();
-            self.order = (0..entries.len()).collect();
+            self.keys = keys.cloned().collect();
+            self.order = (0..self.keys.len()).collect();
             // Keys are unique: an unstable sort orders them exactly as a BTreeMap would.
             let keys = &self.keys;
             self.order.sort_unstable_by(|a, b| keys[*a].cmp(&keys[*b]));
         }
-        self.json.clear();
-        write_canonical(&mut self.json, entries, &self.order);
+        let json = &mut self.json;
+        json.clear();
+        json.push(b'{');
+        for (written, position) in self.order.iter().enumerate() {
+            if written > 0 {
+                json.push(b',');
+            }
+            write_json_str(json, self.keys.get(*position).map_or("", String::as_str));
+            json.push(b':');
+            write_json_value(json, &value(*position));
+        }
+        json.push(b'}');
         let mut hasher = Sha256::new();
         hasher.update(self.object.as_bytes());
         hasher.update([0]);
         hasher.update(self.mode.as_bytes());
         hasher.update([0]);
-        hasher.update(&self.json);
+        hasher.update(json.as_slice());
         hex_prefix(&hasher.finalize())
     }
 }
 
-/// The canonical JSON of a row: `{"key":value,...}` with the entries in `order`, byte for
-/// byte what `serde_json` writes for them (the hashes of existing ledgers depend on it).
-fn write_canonical(out: &mut Vec<u8>, entries: &[(&String, &Value)], order: &[usize]) {
-    write_json_object(
-        out,
-        order
-            .iter()
-            .filter_map(|position| entries.get(*position).copied()),
-    );
-}
+/// The value of a missing entry.
+const NULL: &Value = &Value::Null;
 
 /// A JSON object of `entries`, in their order, byte for byte as `serde_json` writes it.
 /// Strings, nulls and booleans — nearly every value — are written here; numbers, arrays

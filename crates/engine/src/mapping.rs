@@ -329,16 +329,9 @@ impl BatchPlan {
             let mut copy = row.to_vec();
             return hasher.hash(&self.map_row(sync, &mut copy));
         }
-        let values: Vec<Cow<'_, Value>> = (0..sync.fields.len())
-            .map(|field| self.value(sync, row, field))
-            .collect();
-        let entries: Vec<(&String, &Value)> = sync
-            .fields
-            .iter()
-            .zip(&values)
-            .map(|(mapping, value)| (&mapping.target, value.as_ref()))
-            .collect();
-        hasher.hash_entries(&entries)
+        hasher.hash_fields(sync.fields.iter().map(|mapping| &mapping.target), |field| {
+            self.value(sync, row, field)
+        })
     }
 }
 
