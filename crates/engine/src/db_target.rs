@@ -1299,7 +1299,7 @@ enum RunError {
 struct Pending {
     identity: String,
     hash: String,
-    prior: Option<LedgerEntry>,
+    prior: Option<Box<LedgerEntry>>,
     values: Map<String, Value>,
     /// The row as mapped, for target filters still to be tested
     /// ([`crate::mapping::MappedRow::pending_filters`]).
@@ -1752,7 +1752,7 @@ async fn write_window(
                     let pending = Pending {
                         identity: row.identity,
                         hash,
-                        prior: entry,
+                        prior: entry.map(Box::new),
                         values: row.values,
                         pending_filters: row.pending_filters,
                     };
@@ -1762,7 +1762,7 @@ async fn write_window(
                 pending.push(Pending {
                     identity: row.identity,
                     hash,
-                    prior: entry,
+                    prior: entry.map(Box::new),
                     values: row.values,
                     pending_filters: row.pending_filters,
                 });

@@ -49,7 +49,7 @@ pub struct Candidate {
     /// Hash of its values.
     pub hash: String,
     /// Its ledger entry before this run.
-    pub prior: Option<LedgerEntry>,
+    pub prior: Option<Box<LedgerEntry>>,
 }
 
 impl Candidate {
@@ -718,7 +718,7 @@ mod tests {
                 pending_filters: None,
             },
             hash: "h".into(),
-            prior,
+            prior: prior.map(Box::new),
         }
     }
 
@@ -866,13 +866,13 @@ mod tests {
         ));
         // Without a looked-up record the filters cannot be tested: not written.
         let mut known = waiting(Some(vec![Some(true), None]));
-        known.prior = Some(LedgerEntry::new(
+        known.prior = Some(Box::new(LedgerEntry::new(
             "a@x.com",
             Some("h0".into()),
             Some("003000000000001AAA".into()),
             "updated",
             None,
-        ));
+        )));
         assert!(matches!(
             decide(&s, &t, &mut known.clone(), None),
             Decision::Skip {

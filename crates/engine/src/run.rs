@@ -769,7 +769,7 @@ impl Run {
         // not hold as confirmed with the same hash (unchanged rows read nothing back).
         let force = options.resync || options.identities.is_some() || sync.sync_all_records;
         let baseline = sync.skip_initial_backfill && context.first_run && !force;
-        let mut prior: Vec<Option<LedgerEntry>> = Vec::new();
+        let mut prior: Vec<Option<Box<LedgerEntry>>> = Vec::new();
         let mut changed: Vec<bool> = Vec::new();
         if baseline {
             // Every row becomes the baseline whatever the ledger says.
@@ -782,7 +782,10 @@ impl Run {
                 .into_iter()
                 .map(|entry| (entry.identity.clone(), entry))
                 .collect();
-            prior = rows.iter().map(|row| known.remove(&row.identity)).collect();
+            prior = rows
+                .iter()
+                .map(|row| known.remove(&row.identity).map(Box::new))
+                .collect();
         } else {
             prior = vec![None; rows.len()];
             changed = vec![false; rows.len()];
@@ -815,19 +818,19 @@ impl Run {
                 if let (Some(slot), Some(flag)) =
                     (prior.get_mut(position), changed.get_mut(position))
                 {
-                    *slot = entry;
+                    *slot = entry.map(Box::new);
                     *flag = true;
                 }
             }
         }
-        let mut candidates = Vec::new();
+        let mut candidates = Vec::with_capacity(if baseline { 0 } else { rows.len() });
         for (index, (row, hash)) in rows.into_iter().zip(hashes).enumerate() {
             if !baseline && !force && changed.get(index) != Some(&true) {
                 // The ledger holds this hash as confirmed.
                 continue;
             }
             let entry = prior.get_mut(index).and_then(Option::take);
-            match detect(&hash, entry.as_ref(), force, baseline) {
+            match detect(&hash, entry.as_deref(), force, baseline) {
                 Change::Unchanged => {}
                 Change::Baseline => {
                     if !options.test {
@@ -1036,11 +1039,19 @@ impl Run {
     ) -> Result<Vec<Planned>, EngineError> {
         self.sort_for_batches(&context.sync, &mut planned);
         let mut groups: Vec<((Side, Operation), Vec<Planned>)> = Vec::new();
-        for row in planned {
-            let group = (row.side, row.operation);
-            match groups.iter_mut().find(|(g, _)| *g == group) {
-                Some((_, rows)) => rows.push(row),
-                None => groups.push((group, vec![row])),
+        let first = planned.first().map(|row| (row.side, row.operation));
+        if let Some(group) = first
+            && planned.iter().all(|row| (row.side, row.operation) == group)
+        {
+            // The usual window: one object and operation, its rows kept where they are.
+            groups.push((group, planned));
+        } else {
+            for row in planned {
+                let group = (row.side, row.operation);
+                match groups.iter_mut().find(|(g, _)| *g == group) {
+                    Some((_, rows)) => rows.push(row),
+                    None => groups.push((group, vec![row])),
+                }
             }
         }
         let mut rest = Vec::new();
