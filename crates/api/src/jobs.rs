@@ -666,7 +666,12 @@ async fn run_model_sync(
     let mut handed_off = false;
     let mut user_canceled = false;
     let ledger_before = ledger_size(state, sync.id).await;
+    // The run's end when it came while a hand-back or hand-off was being written.
+    let mut ended: Option<RunEnd> = None;
     let end: RunEnd = loop {
+        if let Some(end) = ended.take() {
+            break end;
+        }
         tokio::select! {
             end = &mut run => break end,
             () = shutdown.cancelled(), if stop.is_none() => {
@@ -679,7 +684,8 @@ async fn run_model_sync(
                     stop = Some(Stop::Canceled);
                 } else {
                     stop = Some(Stop::Shutdown);
-                    handed_back = Some(hand_back_model_sync(state, settings, job).await);
+                    let hand_back = hand_back_model_sync(state, settings, job);
+                    handed_back = Some(while_running(hand_back, &mut run, &mut ended).await);
                 }
                 cancel.cancel();
             }
@@ -689,7 +695,8 @@ async fn run_model_sync(
                 // execution `canceled`): the attempt becomes `interrupted` together with
                 // its successor, unless the new owner did that already.
                 user_canceled = stop == Some(Stop::Canceled);
-                handed_off = hand_off_lost_model_sync(state, job, execution.id).await;
+                let hand_off = hand_off_lost_model_sync(state, job, execution.id);
+                handed_off = while_running(hand_off, &mut run, &mut ended).await;
                 stop = Some(Stop::LeaseLost);
                 cancel.cancel();
             }
@@ -756,6 +763,25 @@ async fn run_model_sync(
         refresh_ledger_statistics(state, sync.id, before).await;
     }
     outcome
+}
+
+/// Awaits a store write of the worker (a hand-back or hand-off) while the run it is about
+/// goes on. The run executes on the worker's own task, so while the worker awaited the
+/// write without polling it, a run paused inside one of its own store transactions kept
+/// SQLite's write lock, and the worker's write waited out the busy timeout on every try
+/// and failed. The run's end, when it comes meanwhile, is kept in `ended`.
+async fn while_running<T>(
+    work: impl Future<Output = T>,
+    run: &mut std::pin::Pin<&mut impl Future<Output = RunEnd>>,
+    ended: &mut Option<RunEnd>,
+) -> T {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            end = run.as_mut(), if ended.is_none() => *ended = Some(end),
+        }
+    }
 }
 
 /// What a stopping worker did with its model-sync job's execution.
