@@ -68,41 +68,53 @@ impl CopyRows {
 
     fn row(&mut self, line: &[u8]) -> Result<Vec<Value>, String> {
         self.rows += 1;
+        // One UTF-8 check for the whole line; its fields are then slices of it (a tab is
+        // ASCII, so every field boundary is a character boundary). A line that fails is
+        // checked field by field, so the error names the column.
+        let text = std::str::from_utf8(line).ok();
         let mut values = Vec::with_capacity(self.reads.len());
-        let mut rest = Some(line);
+        // One scan of the line finds every tab and backslash.
+        let mut specials = memchr::memchr2_iter(b'\t', b'\\', line);
+        let mut start = 0;
+        // Whether the line's last field (the one no tab follows) was read.
+        let mut last = false;
         for (index, read) in self.reads.iter().enumerate() {
-            let Some(field_start) = rest else {
+            if last {
                 return Err(format!(
                     "row {} has {index} columns, {} expected",
                     self.rows,
                     self.reads.len()
                 ));
-            };
-            // One scan finds the field's end and whether it holds an escape.
-            let mut escaped = false;
-            let mut end = field_start.len();
-            let mut from = 0;
-            while let Some(at) = memchr::memchr2(b'\t', b'\\', &field_start[from..]) {
-                let at = from + at;
-                if field_start[at] == b'\t' {
-                    end = at;
-                    break;
-                }
-                escaped = true;
-                // The escaped byte is never a delimiter.
-                from = at + 2;
-                if from >= field_start.len() {
-                    break;
-                }
             }
-            let field = &field_start[..end];
-            // After the last field there is no tab, so nothing more.
-            rest = field_start.get(end + 1..);
-            let value = field_value(field, escaped, *read)
+            let mut escaped = false;
+            // The byte after a backslash is escaped, never a delimiter.
+            let mut escaped_until = 0;
+            let end = loop {
+                match specials.next() {
+                    Some(at) if at < escaped_until => {}
+                    Some(at) if line.get(at) == Some(&b'\t') => break at,
+                    Some(at) => {
+                        escaped = true;
+                        escaped_until = at + 2;
+                    }
+                    None => {
+                        last = true;
+                        break line.len();
+                    }
+                }
+            };
+            let field = line.get(start..end).unwrap_or_default();
+            let field_text = if escaped {
+                None
+            } else {
+                text.and_then(|text| text.get(start..end))
+            };
+            let value = field_value(field, field_text, escaped, *read)
                 .map_err(|error| format!("row {}, column {}: {error}", self.rows, index + 1))?;
             values.push(value);
+            start = end + 1;
         }
-        if rest.is_some() {
+        if !last {
             return Err(format!(
                 "row {} has more than the {} expected columns",
                 self.rows,
@@ -113,13 +125,21 @@ impl CopyRows {
     }
 }
 
-/// One column's value.
-fn field_value(field: &[u8], escaped: bool, read: PgRead) -> Result<Value, String> {
+/// One column's value; `text` is the field as text when the line was checked as UTF-8
+/// and the field has no escape.
+fn field_value(
+    field: &[u8],
+    text: Option<&str>,
+    escaped: bool,
+    read: PgRead,
+) -> Result<Value, String> {
     if field == b"\\N" {
         return Ok(Value::Null);
     }
     let text = if escaped {
         unescape(field)?
+    } else if let Some(text) = text {
+        text.to_owned()
     } else {
         std::str::from_utf8(field)
             .map(str::to_owned)
@@ -325,7 +345,11 @@ mod tests {
             (text(), b"1\ta\tb\n", "more than"),
             (text(), b"x\ta\n", "not an integer"),
             (text(), b"1\ta", "ended inside row 1"),
-            (text(), b"1\t\xff\n", "UTF-8"),
+            (
+                text(),
+                b"1\t\xff\n",
+                "column 2: the value is not valid UTF-8",
+            ),
             (vec![PgRead::Bytes], b"0g\n", "hex"),
             (vec![PgRead::Bool], b"yes\n", "boolean"),
         ];
