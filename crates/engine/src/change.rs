@@ -80,18 +80,16 @@ impl<'a> RowHasher<'a> {
             let keys = &self.keys;
             self.order.sort_unstable_by(|a, b| keys[*a].cmp(&keys[*b]));
         }
+        let keys = &self.keys;
         let json = &mut self.json;
         json.clear();
-        json.push(b'{');
-        for (written, position) in self.order.iter().enumerate() {
-            if written > 0 {
-                json.push(b',');
-            }
-            write_json_str(json, self.keys.get(*position).map_or("", String::as_str));
-            json.push(b':');
-            write_json_value(json, &value(*position));
-        }
-        json.push(b'}');
+        write_json_object(
+            json,
+            self.order.iter().map(|position| {
+                let key = keys.get(*position).map_or("", String::as_str);
+                (key, value(*position))
+            }),
+        );
         let mut hasher = Sha256::new();
         hasher.update(self.object.as_bytes());
         hasher.update([0]);
@@ -108,9 +106,9 @@ const NULL: &Value = &Value::Null;
 /// A JSON object of `entries`, in their order, byte for byte as `serde_json` writes it.
 /// Strings, nulls and booleans — nearly every value — are written here; numbers, arrays
 /// and objects by `serde_json` itself.
-pub(crate) fn write_json_object<'a>(
+fn write_json_object<'k, V: Deref<Target = Value>>(
     out: &mut Vec<u8>,
-    entries: impl IntoIterator<Item = (&'a String, &'a Value)>,
+    entries: impl IntoIterator<Item = (&'k str, V)>,
 ) {
     out.push(b'{');
     let mut first = true;
@@ -121,7 +119,7 @@ pub(crate) fn write_json_object<'a>(
         first = false;
         write_json_str(out, key);
         out.push(b':');
-        write_json_value(out, value);
+        write_json_value(out, &value);
     }
     out.push(b'}');
 }
@@ -143,7 +141,10 @@ fn write_json_value(out: &mut Vec<u8>, value: &Value) {
 /// A map's JSON text, as `serde_json::to_string` gives it.
 pub(crate) fn json_object_text(map: &Map<String, Value>) -> String {
     let mut out = Vec::with_capacity(64 * map.len() + 2);
-    write_json_object(&mut out, map);
+    write_json_object(
+        &mut out,
+        map.iter().map(|(key, value)| (key.as_str(), value)),
+    );
     // Only whole `&str`s and ASCII went in: valid UTF-8.
     String::from_utf8(out).unwrap_or_default()
 }
