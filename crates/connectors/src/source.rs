@@ -496,13 +496,13 @@ impl Batcher {
         }
     }
 
-    /// Sends the last, partial batch. A read of zero rows sends one empty batch, so the
-    /// consumer still learns the fields.
     /// Whether the consumer of the batches went away.
     pub(crate) fn is_closed(&self) -> bool {
         self.sender.is_closed()
     }
 
+    /// Sends the last, partial batch. A read of zero rows sends one empty batch, so the
+    /// consumer still learns the fields.
     pub(crate) async fn finish(mut self) -> Result<(), Closed> {
         if !self.rows.is_empty() || !self.sent {
             self.flush().await?;

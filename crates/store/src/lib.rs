@@ -171,10 +171,10 @@ pub(crate) fn map_missing_parent(entity: &'static str) -> impl FnOnce(sqlx::Erro
     }
 }
 
-/// Epoch milliseconds → timestamp.
 /// A hash map with a fast hasher (foldhash), for maps keyed by the rows of one write.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Epoch milliseconds → timestamp.
 pub(crate) fn from_millis(millis: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default()
 }
