@@ -546,7 +546,7 @@ impl SalesforceTarget {
             }
             let fetched = self
                 .client
-                .ingest_results_by(&job.id, kind, ColumnDelimiter::Comma, &key)
+                .ingest_results(&job.id, kind, ColumnDelimiter::Comma, Some(&key))
                 .await;
             let set = match (fetched, &job_failure) {
                 (Ok(set), _) => set,

@@ -612,32 +612,10 @@ impl SalesforceClient {
         }
     }
 
-    /// Downloads and parses one ingest result set.
+    /// Downloads and parses one ingest result set. With `only`, of the echoed input
+    /// columns only that one (matched case-insensitively) is kept: what matching results to
+    /// rows by a key needs, without a string per cell of every other column.
     pub async fn ingest_results(
-        &self,
-        job_id: &str,
-        kind: IngestResultKind,
-        delimiter: ColumnDelimiter,
-    ) -> Result<IngestResults> {
-        self.fetch_ingest_results(job_id, kind, delimiter, None)
-            .await
-    }
-
-    /// [`SalesforceClient::ingest_results`] keeping, of the echoed input columns, only
-    /// `column` (matched case-insensitively): what matching results to rows by a key needs,
-    /// without a string per cell of every other column.
-    pub async fn ingest_results_by(
-        &self,
-        job_id: &str,
-        kind: IngestResultKind,
-        delimiter: ColumnDelimiter,
-        column: &str,
-    ) -> Result<IngestResults> {
-        self.fetch_ingest_results(job_id, kind, delimiter, Some(column))
-            .await
-    }
-
-    async fn fetch_ingest_results(
         &self,
         job_id: &str,
         kind: IngestResultKind,

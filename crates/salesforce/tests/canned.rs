@@ -717,6 +717,7 @@ async fn bulk2_ingest_lifecycle() {
             &job.id,
             IngestResultKind::Successful,
             ColumnDelimiter::Semicolon,
+            None,
         )
         .await
         .expect("successful");
@@ -733,6 +734,7 @@ async fn bulk2_ingest_lifecycle() {
             &job.id,
             IngestResultKind::Failed,
             ColumnDelimiter::Semicolon,
+            None,
         )
         .await
         .expect("failed");
@@ -747,6 +749,7 @@ async fn bulk2_ingest_lifecycle() {
             &job.id,
             IngestResultKind::Unprocessed,
             ColumnDelimiter::Semicolon,
+            None,
         )
         .await
         .expect("unprocessed");

@@ -74,6 +74,7 @@ async fn bulk2_ingest_and_query_against_emulator() {
             &job.id,
             IngestResultKind::Successful,
             ColumnDelimiter::Comma,
+            None,
         )
         .await
         .expect("successful");
@@ -90,7 +91,12 @@ async fn bulk2_ingest_and_query_against_emulator() {
             .all(|r| r.created == Some(true) && r.id.is_some())
     );
     let failed = client
-        .ingest_results(&job.id, IngestResultKind::Failed, ColumnDelimiter::Comma)
+        .ingest_results(
+            &job.id,
+            IngestResultKind::Failed,
+            ColumnDelimiter::Comma,
+            None,
+        )
         .await
         .expect("failed");
     assert_eq!(failed.rows.len(), 1);
