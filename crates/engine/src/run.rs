@@ -823,7 +823,15 @@ impl Run {
                 }
             }
         }
-        let mut candidates = Vec::with_capacity(if baseline { 0 } else { rows.len() });
+        // Only the rows change detection marked can become candidates.
+        let possible = if baseline {
+            0
+        } else if force {
+            rows.len()
+        } else {
+            changed.iter().filter(|flag| **flag).count()
+        };
+        let mut candidates = Vec::with_capacity(possible);
         for (index, (row, hash)) in rows.into_iter().zip(hashes).enumerate() {
             if !baseline && !force && changed.get(index) != Some(&true) {
                 // The ledger holds this hash as confirmed.
@@ -1494,7 +1502,6 @@ impl Run {
         result: SaveResult,
     ) -> Option<Planned> {
         if result.success {
-            // Serializing JSON values into a string cannot fail.
             let values = json_object_text(&row.payload);
             self.confirmed(&row, &result, &values);
             return None;
