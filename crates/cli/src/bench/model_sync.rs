@@ -247,14 +247,14 @@ async fn measure_ferry(
         .context("configuring Ferry")?;
 
     // First run.
-    emulator.reset_calls().await?;
     eprintln!("first run: {rows} new rows");
-    let sampler = RssSampler::start(Duration::from_millis(100));
-    let cpu = CpuUse::start(emulator);
-    let (first, execution) = api.run_sync(&sync_id).await?;
-    let first_cpu = cpu.finish(emulator);
-    let rss = sampler.finish();
-    let calls = emulator.calls().await?;
+    let MeasuredRun {
+        elapsed: first,
+        execution,
+        cpu: first_cpu,
+        rss,
+        calls,
+    } = api.measured_run(&sync_id, emulator).await?;
     let counts = &execution["counts"];
     if execution["status"] != "completed" || counts["total"].as_u64() != Some(rows) {
         anyhow::bail!("the first run did not write every row: {execution}");
@@ -294,16 +294,16 @@ async fn measure_ferry(
     let mut reruns = Vec::new();
     let mut rerun_writes = 0;
     let mut rerun_peak = None;
-    let count = args.reruns.max(1);
+    let count = args.reruns;
     for run in 1..=count {
-        emulator.reset_calls().await?;
         eprintln!("re-run {run} of {count}: no changes");
-        let sampler = RssSampler::start(Duration::from_millis(100));
-        let cpu = CpuUse::start(emulator);
-        let (rerun, again) = api.run_sync(&sync_id).await?;
-        let rerun_cpu = cpu.finish(emulator);
-        let rerun_rss = sampler.finish();
-        let rerun_calls = emulator.calls().await?;
+        let MeasuredRun {
+            elapsed: rerun,
+            execution: again,
+            cpu: rerun_cpu,
+            rss: rerun_rss,
+            calls: rerun_calls,
+        } = api.measured_run(&sync_id, emulator).await?;
         if again["status"] != "completed" {
             anyhow::bail!("the re-run did not complete: {again}");
         }
@@ -336,6 +336,16 @@ async fn measure_ferry(
         minimum_calls,
         measured_secs,
     })
+}
+
+/// One run of the sync with what it cost: its time, its execution, the CPU of Ferry and
+/// of the emulator, Ferry's resident set and the emulator's calls.
+struct MeasuredRun {
+    elapsed: Duration,
+    execution: Value,
+    cpu: CpuSpent,
+    rss: RssReport,
+    calls: super::CallCounts,
 }
 
 fn add_rss(figures: &mut Figures, rss: &RssReport) {
@@ -588,6 +598,29 @@ impl FerryApi {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// [`FerryApi::run_sync`] with the emulator's call counters reset before, and the
+    /// run's CPU, resident set and calls measured.
+    async fn measured_run(
+        &self,
+        sync_id: &str,
+        emulator: &ChildEmulator,
+    ) -> anyhow::Result<MeasuredRun> {
+        emulator.reset_calls().await?;
+        let sampler = RssSampler::start(Duration::from_millis(100));
+        let cpu = CpuUse::start(emulator);
+        let (elapsed, execution) = self.run_sync(sync_id).await?;
+        let cpu = cpu.finish(emulator);
+        let rss = sampler.finish();
+        let calls = emulator.calls().await?;
+        Ok(MeasuredRun {
+            elapsed,
+            execution,
+            cpu,
+            rss,
+            calls,
+        })
     }
 }
 
