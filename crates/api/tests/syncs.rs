@@ -349,11 +349,16 @@ async fn update_or_create(h: Harness) {
     );
     let records = h.log(&sync, &first, "records").await;
     assert_eq!(records.len(), 5);
+    // Every row of the one read window was confirmed: the window is marked.
+    let sync_id: uuid::Uuid = sync.parse().unwrap();
+    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].0, 0);
 
     // A crash between Salesforce's confirmation and the ledger commit: the ledger only
     // says the creates were in flight. The next run looks the identities up and updates
-    // the existing records instead of creating duplicates.
-    let sync_id: uuid::Uuid = sync.parse().unwrap();
+    // the existing records instead of creating duplicates. (Writing the ledger ends the
+    // window's mark: marks describe the ledger as the last run left it.)
     let in_flight: Vec<ferry_store::LedgerEntry> = stored
         .iter()
         .map(|c| {
@@ -384,6 +389,33 @@ async fn update_or_create(h: Harness) {
         before,
         "an unchanged run writes nothing"
     );
+    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    if h.pg.is_none() {
+        // The marked window is skipped whole, its rows not even looked up: with the
+        // ledger changed behind the store's back (which Ferry itself never does) the
+        // next run still sends nothing, where a lookup would have retried the row.
+        let meta = h._dir.path().join("meta.db");
+        let mut db = sqlx::sqlite::SqliteConnectOptions::new()
+            .filename(&meta)
+            .connect()
+            .await
+            .unwrap();
+        let behind = "UPDATE sync_ledger SET outcome = 'failed' WHERE identity = 'ada@example.com'";
+        db.execute(behind).await.unwrap();
+        let skipped = h.run(&sync, json!({})).await;
+        assert_counts(&skipped, json!({"total": 0, "update": 0}));
+        assert_eq!(h.write_calls().await, before);
+        // A test run reads the marks too, and leaves them.
+        let test = h.run(&sync, json!({"test": true})).await;
+        assert_counts(&test, json!({"total": 0, "update": 0}));
+        assert_eq!(h.state.store().window_marks(sync_id).await.unwrap(), marks);
+        // A resync pushes every row whatever the marks say (and marks the window again).
+        let resync = h.run(&sync, json!({"resync": true})).await;
+        assert_counts(&resync, json!({"total": 5, "update": 5}));
+        assert_eq!(h.state.store().window_marks(sync_id).await.unwrap(), marks);
+        db.close().await.unwrap();
+    }
 
     // One change: exactly one update.
     h.source("UPDATE people SET first_name = 'Augusta Ada' WHERE email = 'ada@example.com'")
@@ -405,6 +437,15 @@ async fn update_or_create(h: Harness) {
     .await;
     let fourth = h.run(&sync, json!({})).await;
     assert_counts(&fourth, json!({"total": 1, "update": 0, "error": 1}));
+    assert!(
+        h.state
+            .store()
+            .window_marks(sync_id)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a window with a failed row is not marked"
+    );
     let errors = h.log(&sync, &fourth, "errors").await;
     assert_eq!(errors.len(), 1);
     assert_eq!(errors[0]["identity"], "alan@example.com");
@@ -415,6 +456,8 @@ async fn update_or_create(h: Harness) {
         .await;
     let sixth = h.run(&sync, json!({})).await;
     assert_counts(&sixth, json!({"total": 1, "update": 1, "error": 0}));
+    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    assert_eq!(marks.len(), 1, "clean again: {marks:?}");
 
     // Resync re-pushes everything (as updates: the records exist).
     let resync = h.run(&sync, json!({"resync": true})).await;

@@ -205,6 +205,71 @@ fn hex_prefix(digest: &[u8]) -> String {
     out
 }
 
+/// The digest of everything about a sync that decides what its rows become (the compiled
+/// sync as Ferry renders it): part of every window fingerprint, so any change of mapping,
+/// filters, target, mode or options makes every window differ. A change of Ferry's own
+/// rendering only costs one run without window skips.
+pub fn sync_digest(sync: &crate::spec::CompiledSync) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"ferry window marks 1\0");
+    hasher.update(format!("{sync:?}").as_bytes());
+    hasher.finalize().into()
+}
+
+/// The fingerprint of one read window: SHA-256 over the sync's digest, the window's number
+/// and size, its fields (names and types) and every value of every row, each value tagged
+/// with its kind and strings prefixed with their length (so no two different windows
+/// write the same bytes). 32 hex characters, like row hashes.
+pub fn window_fingerprint(
+    digest: &[u8; 32],
+    window: u64,
+    fields: &[ferry_connectors::SourceField],
+    rows: &[Vec<Value>],
+) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(digest);
+    hasher.update(window.to_le_bytes());
+    hasher.update((rows.len() as u64).to_le_bytes());
+    let mut bytes: Vec<u8> = Vec::with_capacity(256);
+    for field in fields {
+        bytes.clear();
+        write_tagged_str(&mut bytes, &field.name);
+        write_tagged_str(&mut bytes, &format!("{:?}", field.field_type));
+        write_tagged_str(&mut bytes, &field.remote_type);
+        hasher.update(&bytes);
+    }
+    for row in rows {
+        bytes.clear();
+        bytes.extend_from_slice(&(row.len() as u64).to_le_bytes());
+        for value in row {
+            match value {
+                Value::Null => bytes.push(b'n'),
+                Value::Bool(true) => bytes.push(b't'),
+                Value::Bool(false) => bytes.push(b'f'),
+                Value::String(text) => {
+                    bytes.push(b's');
+                    write_tagged_str(&mut bytes, text);
+                }
+                // Numbers, arrays and objects as their JSON text (which never holds a NUL
+                // byte: control characters are escaped), NUL-terminated.
+                other => {
+                    bytes.push(b'j');
+                    let _ = serde_json::to_writer(&mut bytes, other);
+                    bytes.push(0);
+                }
+            }
+        }
+        hasher.update(&bytes);
+    }
+    hex_prefix(&hasher.finalize())
+}
+
+/// A string prefixed with its length.
+fn write_tagged_str(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
 /// What to do with a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -347,6 +412,50 @@ mod tests {
                 reference_hash("Contact", "update", &values)
             );
         }
+    }
+
+    fn field(name: &str) -> ferry_connectors::SourceField {
+        ferry_connectors::SourceField {
+            name: name.into(),
+            field_type: ferry_connectors::FieldType::String,
+            remote_type: "text".into(),
+        }
+    }
+
+    #[test]
+    fn window_fingerprints_tell_windows_apart() {
+        let digest = [7u8; 32];
+        let fields = [field("id"), field("email")];
+        let rows = vec![
+            vec![json!("1"), json!("a@x.com")],
+            vec![json!(2), json!(null)],
+        ];
+        let print = window_fingerprint(&digest, 3, &fields, &rows);
+        assert_eq!(print.len(), 32);
+        assert_eq!(
+            print,
+            window_fingerprint(&digest, 3, &fields, &rows.clone())
+        );
+        let mut differ = vec![
+            window_fingerprint(&[8u8; 32], 3, &fields, &rows),
+            window_fingerprint(&digest, 4, &fields, &rows),
+            window_fingerprint(&digest, 3, &[field("id"), field("mail")], &rows),
+            window_fingerprint(&digest, 3, &fields, &rows[..1]),
+        ];
+        // A value of another kind, or moved across a field boundary.
+        for changed in [
+            vec![vec![json!(1), json!("a@x.com")], rows[1].clone()],
+            vec![rows[0].clone(), vec![json!(2), json!("")]],
+            vec![vec![json!("1a"), json!("@x.com")], rows[1].clone()],
+            vec![rows[1].clone(), rows[0].clone()],
+        ] {
+            differ.push(window_fingerprint(&digest, 3, &fields, &changed));
+        }
+        let mut all = differ.clone();
+        all.push(print);
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), differ.len() + 1, "{differ:?}");
     }
 
     #[test]

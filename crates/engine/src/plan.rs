@@ -50,6 +50,8 @@ pub struct Candidate {
     pub hash: String,
     /// Its ledger entry before this run.
     pub prior: Option<Box<LedgerEntry>>,
+    /// The number of the read window it came from (its outcome decides the window's mark).
+    pub window: usize,
 }
 
 impl Candidate {
@@ -719,6 +721,7 @@ mod tests {
             },
             hash: "h".into(),
             prior: prior.map(Box::new),
+            window: 0,
         }
     }
 

@@ -2,7 +2,8 @@
 //!
 //! 1. read a batch of model rows (the source streams bounded batches),
 //! 2. [`map_batch`] (filters, overrides, mappings),
-//! 3. [`detect`] changes against the ledger,
+//! 3. [`detect`] changes against the ledger (a window read exactly as when the last
+//!    completed run confirmed all of it is skipped whole: [`Marking`]),
 //! 4. look identities up in Salesforce and [`decide`] each row,
 //! 5. sort and cut into batches ([`sort_by_field`], [`chunks`]),
 //! 6. write (REST collections, Bulk 1.0 or Bulk 2.0 — `target.rs` says which; bounded
@@ -37,10 +38,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
-use crate::FastSet;
 use crate::batch::{chunks, sort_by_field};
 use crate::change::{CONFIRMED_OUTCOMES, Change, RowHasher, detect};
 use crate::change::{json_object_text, write_json_str};
+use crate::change::{sync_digest, window_fingerprint};
 use crate::mapping::{BatchPlan, MappedRow, MissingField, RejectedRow, SelectedRow};
 use crate::plan::{Candidate, Decision, Operation, SkipReason, decide, malformed_references};
 use crate::plan::{Side, decide_lead_or_contact};
@@ -51,6 +52,7 @@ use crate::spec::{
 use crate::target::{
     SalesforceTarget, WriteRow, bulk_poll, is_external_reference_error, is_reference_error,
 };
+use crate::{FastMap, FastSet};
 
 /// The object(s) a run writes: the target object, or Contact and Lead.
 struct Targets {
@@ -319,10 +321,16 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         Ok(()) => run.settle_flush().await,
         Err(error) => Err(error),
     };
-    if let Err(error) = flushed {
+    if let Err(error) = &flushed {
         tracing::warn!(%error, "could not store the last record logs");
     }
     let cancelled = context.cancel.is_cancelled();
+    if result.is_ok() && flushed.is_ok() && !cancelled && !context.options.test {
+        let marks = run.clean_windows();
+        if let Err(error) = store.put_window_marks(sync_id, &marks).await {
+            tracing::warn!(%error, "could not store the window marks");
+        }
+    }
     finish_execution(
         &store,
         execution_id,
@@ -358,6 +366,43 @@ struct PreparedWindow {
     rejected: Vec<RejectedRow>,
     /// Model rows read for this window.
     read: usize,
+    /// Its number in the read (from 0).
+    number: usize,
+    /// Its fingerprint, when the run marks windows ([`Marking`]).
+    fingerprint: Option<String>,
+    /// It matched its mark: nothing of it was selected or hashed, and nothing is to do.
+    marked: bool,
+}
+
+/// Window marks: a run over rows that did not change skips whole windows.
+///
+/// A window's fingerprint ([`window_fingerprint`]) covers the sync (its compiled form),
+/// the window's number and every value of every row read in it. When a run completes and
+/// every row of a window ended with a confirmed ledger entry of its current hash (sent and
+/// confirmed, or unchanged) and nothing of it was rejected, the window is marked with its
+/// fingerprint. The next run finding a window with the same number and fingerprint knows
+/// that looking its rows up would find each of them unchanged, and skips it: no filters,
+/// no hashes, no ledger lookups. The marks are exactly the windows of the last completed
+/// run that were clean: every run that may write removes them when it starts (so a run
+/// that fails or is killed leaves none) and writes them again when it completes. Runs
+/// that push chosen identities, runs of syncs with target filters (whose outcome depends on
+/// Salesforce's current values) and test runs make none; only unforced runs skip by them.
+struct Marking {
+    /// [`sync_digest`] of the run's sync.
+    digest: [u8; 32],
+    /// The marks found when the run started that it may skip by: window number →
+    /// fingerprint.
+    known: FastMap<usize, String>,
+}
+
+/// A window of this run as far as marks go.
+#[derive(Debug)]
+struct WindowState {
+    fingerprint: String,
+    /// Rows of it still waiting for their outcome.
+    outstanding: usize,
+    /// No row of it was rejected or ended other than confirmed with its hash.
+    clean: bool,
 }
 
 /// Stages 1 and 2 on a task of their own: while a window is looked up and written, the
@@ -367,6 +412,9 @@ struct PreparedWindows {
     next: Option<tokio::task::JoinHandle<PreparedNext>>,
     sync: std::sync::Arc<CompiledSync>,
     identities: Option<std::sync::Arc<HashSet<String>>>,
+    marking: Option<std::sync::Arc<Marking>>,
+    /// The number of the window being prepared.
+    number: usize,
 }
 
 /// What a preparing task hands back: the source, to read the following window from, and
@@ -377,11 +425,17 @@ type PreparedNext = (
 );
 
 impl PreparedWindows {
-    fn start(context: &Env, rows: BoxStream<'static, Result<RowBatch, SourceError>>) -> Self {
+    fn start(
+        context: &Env,
+        marking: Option<Marking>,
+        rows: BoxStream<'static, Result<RowBatch, SourceError>>,
+    ) -> Self {
         let mut windows = PreparedWindows {
             next: None,
             sync: std::sync::Arc::new(context.sync.clone()),
             identities: context.options.identities.clone().map(std::sync::Arc::new),
+            marking: marking.map(std::sync::Arc::new),
+            number: 0,
         };
         windows.prepare(rows);
         windows
@@ -391,12 +445,16 @@ impl PreparedWindows {
     fn prepare(&mut self, mut rows: BoxStream<'static, Result<RowBatch, SourceError>>) {
         let sync = self.sync.clone();
         let identities = self.identities.clone();
+        let marking = self.marking.clone();
+        let number = self.number;
+        self.number += 1;
         self.next = Some(tokio::spawn(
             async move {
                 let prepared = rows.next().await.map(|batch| {
-                    batch
-                        .map_err(EngineError::from)
-                        .and_then(|batch| prepare_window(&sync, identities.as_deref(), batch))
+                    batch.map_err(EngineError::from).and_then(|batch| {
+                        let marking = marking.as_deref().map(|marking| (marking, number));
+                        prepare_window(&sync, identities.as_deref(), marking, batch)
+                    })
                 });
                 (rows, prepared)
             }
@@ -431,14 +489,35 @@ impl Drop for PreparedWindows {
 }
 
 /// Filters one batch, reads its identities and hashes the mapped values of the rows the
-/// run wants (without mapping them).
+/// run wants (without mapping them). When the run marks windows the batch is fingerprinted
+/// first, and a window matching its mark goes no further.
 fn prepare_window(
     sync: &CompiledSync,
     identities: Option<&HashSet<String>>,
+    marking: Option<(&Marking, usize)>,
     batch: RowBatch,
 ) -> Result<PreparedWindow, EngineError> {
     let read = batch.rows.len();
     let plan = BatchPlan::new(sync, &batch.fields)?;
+    let number = marking.map_or(0, |(_, number)| number);
+    let fingerprint = marking.map(|(marking, number)| {
+        window_fingerprint(&marking.digest, number as u64, &batch.fields, &batch.rows)
+    });
+    if let (Some((marking, number)), Some(fingerprint)) = (marking, &fingerprint)
+        && marking.known.get(&number) == Some(fingerprint)
+    {
+        return Ok(PreparedWindow {
+            plan,
+            model_rows: Vec::new(),
+            rows: Vec::new(),
+            hashes: Vec::new(),
+            rejected: Vec::new(),
+            read,
+            number,
+            fingerprint: Some(fingerprint.clone()),
+            marked: true,
+        });
+    }
     let selection = plan.select(sync, &batch.rows);
     let rows: Vec<SelectedRow> = match identities {
         Some(wanted) => selection
@@ -463,6 +542,9 @@ fn prepare_window(
         hashes,
         rejected: selection.rejected,
         read,
+        number,
+        fingerprint,
+        marked: false,
     })
 }
 
@@ -487,6 +569,8 @@ struct Run {
     pending_flush: Option<PendingFlush>,
     /// The identities seen so far, kept only when the ledger was empty at the start.
     seen: Option<SeenIdentities>,
+    /// The windows read so far (by number), when the run marks windows ([`Marking`]).
+    windows: Option<Vec<WindowState>>,
 }
 
 /// The identities a run has seen, kept when the sync's ledger was empty at its start: the
@@ -572,6 +656,7 @@ impl Run {
             in_flight_identities: FastSet::default(),
             pending_flush: None,
             seen: None,
+            windows: None,
         }
     }
 
@@ -668,10 +753,12 @@ impl Run {
             }
         };
         let target = track_jobs(context, target).await?;
-        if context.store.ledger_is_empty(context.sync_id).await? {
+        let ledger_empty = context.store.ledger_is_empty(context.sync_id).await?;
+        if ledger_empty {
             self.seen = Some(SeenIdentities::new());
         }
-        let mut windows = PreparedWindows::start(context, rows);
+        let marking = self.start_marking(context, ledger_empty).await?;
+        let mut windows = PreparedWindows::start(context, marking, rows);
         let mut window = 0usize;
         while let Some(prepared) = windows.next().await {
             if context.cancel.is_cancelled() {
@@ -722,6 +809,72 @@ impl Run {
         Ok(())
     }
 
+    /// Window marks ([`Marking`]): whether this run makes them, and the ones it may skip
+    /// by. A run that may write removes the sync's marks before it writes anything.
+    async fn start_marking(
+        &mut self,
+        context: &Env,
+        ledger_empty: bool,
+    ) -> Result<Option<Marking>, EngineError> {
+        let (sync, options) = (&context.sync, &context.options);
+        let marks_apply = options.identities.is_none() && !sync.has_target_filters();
+        let force = options.resync || sync.sync_all_records;
+        let baseline = sync.skip_initial_backfill && context.first_run && !force;
+        let known: FastMap<usize, String> = if marks_apply && !force && !baseline && !ledger_empty {
+            let marks = context.store.window_marks(context.sync_id).await?;
+            marks
+                .into_iter()
+                .filter_map(|(number, print)| Some((usize::try_from(number).ok()?, print)))
+                .collect()
+        } else {
+            FastMap::default()
+        };
+        if !options.test {
+            context.store.put_window_marks(context.sync_id, &[]).await?;
+        }
+        if !marks_apply {
+            return Ok(None);
+        }
+        if !options.test {
+            self.windows = Some(Vec::new());
+        } else if known.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Marking {
+            digest: sync_digest(sync),
+            known,
+        }))
+    }
+
+    /// Records the window's row's ledger entry, and what it means for the window's mark.
+    fn settle(&mut self, candidate: &Candidate, entry: LedgerEntry) {
+        if let Some(state) = self
+            .windows
+            .as_mut()
+            .and_then(|windows| windows.get_mut(candidate.window))
+        {
+            state.outstanding = state.outstanding.saturating_sub(1);
+            state.clean &= entry.hash.as_deref() == Some(candidate.hash.as_str())
+                && CONFIRMED_OUTCOMES.contains(&entry.outcome.as_str());
+        }
+        self.ledger.push(entry);
+    }
+
+    /// The marks of the windows that ended clean (only for a run that completed).
+    fn clean_windows(&self) -> Vec<(i64, String)> {
+        let Some(windows) = &self.windows else {
+            return Vec::new();
+        };
+        windows
+            .iter()
+            .enumerate()
+            .filter(|(_, state)| state.clean && state.outstanding == 0)
+            .filter_map(|(number, state)| {
+                Some((i64::try_from(number).ok()?, state.fingerprint.clone()))
+            })
+            .collect()
+    }
+
     async fn window(
         &mut self,
         context: &Env,
@@ -737,7 +890,23 @@ impl Run {
             hashes,
             rejected,
             read: _,
+            number,
+            fingerprint,
+            marked,
         } = prepared;
+        if let (Some(windows), Some(fingerprint)) = (self.windows.as_mut(), fingerprint) {
+            // Windows come in order; a gap (never) leaves the window unmarked.
+            if windows.len() == number {
+                windows.push(WindowState {
+                    fingerprint,
+                    outstanding: 0,
+                    clean: rejected.is_empty(),
+                });
+            }
+        }
+        if marked {
+            return Ok(());
+        }
         for rejected in &rejected {
             self.warn(rejected.identity.as_deref(), None, &rejected.message);
         }
@@ -864,11 +1033,19 @@ impl Run {
                         },
                         hash,
                         prior: entry,
+                        window: number,
                     });
                 }
             }
         }
         drop(model_rows);
+        if let Some(state) = self
+            .windows
+            .as_mut()
+            .and_then(|windows| windows.get_mut(number))
+        {
+            state.outstanding = candidates.len();
+        }
         if candidates.is_empty() {
             return Ok(());
         }
@@ -1327,13 +1504,14 @@ impl Run {
     fn not_sent(&mut self, rows: &[Planned]) {
         for row in rows.iter().filter(|r| r.operation == Operation::Create) {
             let prior = row.candidate.prior.as_ref();
-            self.ledger.push(LedgerEntry::new(
+            let entry = LedgerEntry::new(
                 row.candidate.row.identity.clone(),
                 prior.and_then(|p| p.hash.clone()),
                 prior.and_then(|p| p.record_id.clone()),
                 prior.map_or("failed", |p| p.outcome.as_str()),
                 prior.and_then(|p| p.error_code.clone()),
-            ));
+            );
+            self.settle(&row.candidate, entry);
         }
     }
 
@@ -1483,13 +1661,14 @@ impl Run {
         // Built from `&str`s.
         let text = String::from_utf8(line).unwrap_or_default();
         self.log_text_twice(log_type, text);
-        self.ledger.push(LedgerEntry::new(
+        let entry = LedgerEntry::new(
             identity.clone(),
             Some(row.candidate.hash.clone()),
             id,
             outcome,
             None,
-        ));
+        );
+        self.settle(&row.candidate, entry);
     }
 
     /// Records one record's outcome; returns the row when it should be written again
@@ -1619,13 +1798,14 @@ impl Run {
             &message,
         );
         if !test {
-            self.ledger.push(LedgerEntry::new(
+            let entry = LedgerEntry::new(
                 row.candidate.row.identity.clone(),
                 Some(row.candidate.hash.clone()),
                 row.id.clone(),
                 "omitted",
                 None,
-            ));
+            );
+            self.settle(&row.candidate, entry);
         }
     }
 
@@ -1659,13 +1839,8 @@ impl Run {
             }
             _ => Some(candidate.hash.clone()),
         };
-        self.ledger.push(LedgerEntry::new(
-            identity.to_string(),
-            hash,
-            id,
-            reason.outcome(),
-            None,
-        ));
+        let entry = LedgerEntry::new(identity.to_string(), hash, id, reason.outcome(), None);
+        self.settle(candidate, entry);
     }
 
     fn failed(&mut self, row: &Planned, errors: &[ApiErrorItem]) {
@@ -1710,13 +1885,14 @@ impl Run {
                 .clone()
                 .or_else(|| prior.and_then(|p| p.record_id.clone()))
         };
-        self.ledger.push(LedgerEntry::new(
+        let entry = LedgerEntry::new(
             identity.to_string(),
             prior.and_then(|p| p.hash.clone()),
             record_id,
             "failed",
             Some(code.to_string()),
-        ));
+        );
+        self.settle(&row.candidate, entry);
     }
 }
 

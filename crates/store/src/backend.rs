@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "bulk jobs of model syncs",
         include_str!("../migrations/0010_sync_write_jobs.sql"),
     ),
+    (
+        11,
+        "window marks of model syncs",
+        include_str!("../migrations/0011_sync_window_marks.sql"),
+    ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {

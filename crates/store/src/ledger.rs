@@ -100,14 +100,22 @@ pub trait LedgerStore {
         rows: &[(&str, &str)],
         confirmed: &[&str],
     ) -> Result<Vec<(usize, Option<LedgerEntry>)>>;
-    /// Inserts or replaces entries, all in one transaction.
+    /// Inserts or replaces entries, all in one transaction, which also removes the sync's
+    /// window marks.
     async fn put_ledger_entries(&self, sync_id: Uuid, entries: &[LedgerEntry]) -> Result<()>;
     /// Number of entries of a sync.
     async fn count_ledger_entries(&self, sync_id: Uuid) -> Result<i64>;
     /// Whether a sync has no entries (cheaper than counting them).
     async fn ledger_is_empty(&self, sync_id: Uuid) -> Result<bool>;
-    /// Removes every entry of a sync.
+    /// Removes every entry of a sync (and its window marks).
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()>;
+    /// The window marks of a sync, `(window number, fingerprint)` in window order: read
+    /// windows whose every row the ledger held as confirmed when a run completed (the
+    /// engine's `run` module says how they are made and used).
+    async fn window_marks(&self, sync_id: Uuid) -> Result<Vec<(i64, String)>>;
+    /// Replaces the window marks of a sync with `marks` (empty: removes them), in one
+    /// transaction.
+    async fn put_window_marks(&self, sync_id: Uuid, marks: &[(i64, String)]) -> Result<()>;
     /// Refreshes the planner statistics of the ledger table, for after a run added many
     /// entries ([`needs_fresh_statistics`]). PostgreSQL: `ANALYZE sync_ledger`, so the next
     /// run's ledger reads are planned for the table's real size instead of waiting for
@@ -192,13 +200,71 @@ macro_rules! no_entries {
     }};
 }
 
-/// `clear_ledger` for either backend.
+/// `clear_ledger` for either backend (the marks first: marks never outlive their entries).
 macro_rules! clear_entries {
     ($store:expr, $sync_id:expr) => {{
-        sqlx::query("DELETE FROM sync_ledger WHERE sync_id = $1")
-            .bind($sync_id.to_string())
-            .execute(&$store.pool)
+        for statement in [
+            "DELETE FROM sync_window_marks WHERE sync_id = $1",
+            "DELETE FROM sync_ledger WHERE sync_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind($sync_id.to_string())
+                .execute(&$store.pool)
+                .await?;
+        }
+        Ok(())
+    }};
+}
+
+/// Removes a sync's window marks in a transaction writing its ledger: marks describe the
+/// ledger as it was when they were made, so any later write of an entry ends them.
+macro_rules! forget_marks {
+    ($tx:expr, $sync_id:expr) => {
+        sqlx::query("DELETE FROM sync_window_marks WHERE sync_id = $1")
+            .bind($sync_id)
+            .execute($tx)
             .await?;
+    };
+}
+
+/// `window_marks` for either backend.
+macro_rules! read_marks {
+    ($store:expr, $sync_id:expr) => {{
+        let rows = sqlx::query(
+            "SELECT window_no, fingerprint FROM sync_window_marks WHERE sync_id = $1 \
+             ORDER BY window_no",
+        )
+        .bind($sync_id.to_string())
+        .fetch_all(&$store.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("window_no")?, row.try_get("fingerprint")?)))
+            .collect()
+    }};
+}
+
+/// `put_window_marks` for either backend (a run marks at most a few thousand windows).
+macro_rules! write_marks {
+    ($store:expr, $sync_id:expr, $marks:expr) => {{
+        let sync_id = $sync_id.to_string();
+        let mut tx = $store.begin_write().await?;
+        sqlx::query("DELETE FROM sync_window_marks WHERE sync_id = $1")
+            .bind(sync_id.as_str())
+            .execute(&mut *tx)
+            .await?;
+        for (window, fingerprint) in $marks {
+            sqlx::query(
+                "INSERT INTO sync_window_marks (sync_id, window_no, fingerprint) \
+                 VALUES ($1, $2, $3)",
+            )
+            .bind(sync_id.as_str())
+            .bind(*window)
+            .bind(fingerprint.as_str())
+            .execute(&mut *tx)
+            .await
+            .map_err(write_error)?;
+        }
+        tx.commit().await?;
         Ok(())
     }};
 }
@@ -343,6 +409,7 @@ impl LedgerStore for SqliteStore {
         // Full chunks share one statement text (and one cached statement).
         let full = (entries.len() >= SQLITE_WRITE_ROWS).then(|| insert(SQLITE_WRITE_ROWS));
         let mut tx = self.begin_write().await?;
+        forget_marks!(&mut *tx, sync_id.as_str());
         for chunk in entries.chunks(SQLITE_WRITE_ROWS) {
             let sql = match &full {
                 Some(full) if chunk.len() == SQLITE_WRITE_ROWS => Cow::Borrowed(full.as_str()),
@@ -375,6 +442,14 @@ impl LedgerStore for SqliteStore {
 
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
         clear_entries!(self, sync_id)
+    }
+
+    async fn window_marks(&self, sync_id: Uuid) -> Result<Vec<(i64, String)>> {
+        read_marks!(self, sync_id)
+    }
+
+    async fn put_window_marks(&self, sync_id: Uuid, marks: &[(i64, String)]) -> Result<()> {
+        write_marks!(self, sync_id, marks)
     }
 
     async fn analyze_ledger(&self) -> Result<()> {
@@ -454,6 +529,7 @@ impl LedgerStore for PostgresStore {
              AS v(identity, hash, record_id, outcome, error_code) {UPSERT_TAIL}"
         );
         let mut tx = self.begin_write().await?;
+        forget_marks!(&mut *tx, sync_id.to_string());
         for chunk in entries.chunks(WRITE_CHUNK) {
             let column = |get: fn(&LedgerEntry) -> Option<&str>| -> Vec<Option<&str>> {
                 chunk.iter().map(|entry| get(entry)).collect()
@@ -484,6 +560,14 @@ impl LedgerStore for PostgresStore {
 
     async fn clear_ledger(&self, sync_id: Uuid) -> Result<()> {
         clear_entries!(self, sync_id)
+    }
+
+    async fn window_marks(&self, sync_id: Uuid) -> Result<Vec<(i64, String)>> {
+        read_marks!(self, sync_id)
+    }
+
+    async fn put_window_marks(&self, sync_id: Uuid, marks: &[(i64, String)]) -> Result<()> {
+        write_marks!(self, sync_id, marks)
     }
 
     async fn analyze_ledger(&self) -> Result<()> {

@@ -707,6 +707,7 @@ macro_rules! impl_syncs {
                      (SELECT id FROM sync_executions WHERE sync_id = $1)",
                     "DELETE FROM sync_executions WHERE sync_id = $1",
                     "DELETE FROM sync_ledger WHERE sync_id = $1",
+                    "DELETE FROM sync_window_marks WHERE sync_id = $1",
                     "DELETE FROM syncs WHERE id = $1",
                 ] {
                     sqlx::query(statement)

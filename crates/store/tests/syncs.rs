@@ -467,8 +467,42 @@ async fn ledger(store: DynStore) {
             .await,
         Err(StoreError::NotFound { .. })
     ));
+
+    // Window marks: replaced as a whole, read in window order, gone with the ledger.
+    assert!(store.window_marks(sync.id).await.unwrap().is_empty());
+    let marks = [(2, "f2".to_string()), (0, "f0".to_string())];
+    store.put_window_marks(sync.id, &marks).await.unwrap();
+    assert_eq!(
+        store.window_marks(sync.id).await.unwrap(),
+        [(0, "f0".to_string()), (2, "f2".to_string())]
+    );
+    store
+        .put_window_marks(sync.id, &[(1, "g1".to_string())])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.window_marks(sync.id).await.unwrap(),
+        [(1, "g1".to_string())]
+    );
+    assert!(matches!(
+        store
+            .put_window_marks(Uuid::new_v4(), &[(0, "x".to_string())])
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // Any later write of the ledger ends them.
+    store
+        .put_ledger_entries(
+            sync.id,
+            &[LedgerEntry::new("id-2", None, None, "failed", None)],
+        )
+        .await
+        .unwrap();
+    assert!(store.window_marks(sync.id).await.unwrap().is_empty());
+    store.put_window_marks(sync.id, &marks).await.unwrap();
     store.clear_ledger(sync.id).await.unwrap();
     assert_eq!(store.count_ledger_entries(sync.id).await.unwrap(), 0);
+    assert!(store.window_marks(sync.id).await.unwrap().is_empty());
 }
 
 /// A sync of a fresh organization (its own Salesforce and SQLite connections and model).
