@@ -216,20 +216,23 @@ pub fn sync_digest(sync: &crate::spec::CompiledSync) -> [u8; 32] {
     hasher.finalize().into()
 }
 
-/// The fingerprint of one read window: SHA-256 over the sync's digest, the window's number
-/// and size, its fields (names and types) and every value of every row, each value tagged
-/// with its kind and strings prefixed with their length (so no two different windows
-/// write the same bytes). 32 hex characters, like row hashes.
+/// The fingerprint of one read window: a 128-bit XXH3 over the sync's digest, the
+/// window's number and size, its fields (names and types) and every value of every row,
+/// each value tagged with its kind and strings prefixed with their length (so no two
+/// different windows give the same bytes). 32 hex characters, like row hashes. XXH3 rather
+/// than SHA-256: a run with nothing to send fingerprints every row it reads, and the
+/// fingerprint only has to tell a window from its own earlier content, not withstand an
+/// attacker (who would need write access to the model to try).
 pub fn window_fingerprint(
     digest: &[u8; 32],
     window: u64,
     fields: &[ferry_connectors::SourceField],
     rows: &[Vec<Value>],
 ) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
     hasher.update(digest);
-    hasher.update(window.to_le_bytes());
-    hasher.update((rows.len() as u64).to_le_bytes());
+    hasher.update(&window.to_le_bytes());
+    hasher.update(&(rows.len() as u64).to_le_bytes());
     let mut bytes: Vec<u8> = Vec::with_capacity(256);
     for field in fields {
         bytes.clear();
@@ -240,7 +243,7 @@ pub fn window_fingerprint(
     }
     for row in rows {
         bytes.clear();
-        bytes.extend_from_slice(&(row.len() as u64).to_le_bytes());
+        write_length(&mut bytes, row.len());
         for value in row {
             match value {
                 Value::Null => bytes.push(b'n'),
@@ -261,13 +264,23 @@ pub fn window_fingerprint(
         }
         hasher.update(&bytes);
     }
-    hex_prefix(&hasher.finalize())
+    let digest = hasher.digest128().to_be_bytes();
+    hex_prefix(&digest)
 }
 
 /// A string prefixed with its length.
 fn write_tagged_str(out: &mut Vec<u8>, text: &str) {
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    write_length(out, text.len());
     out.extend_from_slice(text.as_bytes());
+}
+
+/// A length as LEB128 (7 bits a byte, the high bit set on all but the last).
+fn write_length(out: &mut Vec<u8>, mut length: usize) {
+    while length >= 0x80 {
+        out.push((length & 0x7f) as u8 | 0x80);
+        length >>= 7;
+    }
+    out.push(length as u8);
 }
 
 /// What to do with a row.
@@ -448,6 +461,9 @@ mod tests {
             vec![rows[0].clone(), vec![json!(2), json!("")]],
             vec![vec![json!("1a"), json!("@x.com")], rows[1].clone()],
             vec![rows[1].clone(), rows[0].clone()],
+            // Lengths of more than one LEB128 byte.
+            vec![vec![json!("x".repeat(300)), json!("y")], rows[1].clone()],
+            vec![vec![json!("x".repeat(299)), json!("xy")], rows[1].clone()],
         ] {
             differ.push(window_fingerprint(&digest, 3, &fields, &changed));
         }
