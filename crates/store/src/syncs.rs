@@ -474,10 +474,12 @@ fn chunk_lines<'a>(lines: impl Iterator<Item = (&'a str, i64, Piece<'a>)>) -> Ve
                 // Writing into a String cannot fail.
                 let _ = write!(chunk, "{number}");
             }
-            Piece::Text(text) if text.contains(['\n', '\r']) => chunk.extend(
-                text.chars()
-                    .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
-            ),
+            // memchr: a char-pattern `contains` walked every line char by char.
+            Piece::Text(text) if memchr::memchr2(b'\n', b'\r', text.as_bytes()).is_some() => chunk
+                .extend(
+                    text.chars()
+                        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
+                ),
             Piece::Text(text) => chunk.push_str(text),
         }
     }
