@@ -1502,6 +1502,107 @@ async fn bulk_matches_rest() {
     h.finish().await;
 }
 
+/// Window marks per window: 4,500 people read in three REST windows of 2,000. A run
+/// after one row changed sends that row and marks every window again; a row Salesforce
+/// rejects keeps only its own window unmarked, so the next run retries it (and nothing
+/// else is looked at again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn window_marks_are_per_window() {
+    let h = sqlite_harness().await;
+    let rows: Vec<String> = (0..4_500)
+        .map(|i| {
+            format!(
+                "('p{i:04}@example.com', 'First{i}', 'Last{i}', {}, NULL)",
+                i % 90
+            )
+        })
+        .collect();
+    h.source(&format!("INSERT INTO people VALUES {}", rows.join(", ")))
+        .await;
+    let connection = h.salesforce_connection(json!({})).await;
+    let model = h.people_model().await;
+    let body = h.sync_body(
+        &connection,
+        &model,
+        "Contact",
+        "updateOrCreate",
+        json!({"ingestion_api": "rest"}),
+    );
+    let sync = h.create_sync(body).await;
+    let sync_id: uuid::Uuid = sync.parse().unwrap();
+    let marks = || async { h.state.store().window_marks(sync_id).await.unwrap() };
+
+    let first = h.run(&sync, json!({})).await;
+    assert_counts(&first, json!({"total": 4_505, "insert": 4_505, "error": 0}));
+    let all = marks().await;
+    let numbers: Vec<i64> = all.iter().map(|(number, _)| *number).collect();
+    assert_eq!(numbers, [0, 1, 2]);
+
+    // One row of the middle window changes: only it is sent; that window gets a new
+    // fingerprint, the others keep theirs.
+    h.source("UPDATE people SET first_name = 'Changed' WHERE email = 'p3000@example.com'")
+        .await;
+    let before = h.write_calls().await;
+    let changed = h.run(&sync, json!({})).await;
+    assert_counts(&changed, json!({"total": 1, "update": 1, "error": 0}));
+    assert_eq!(h.write_calls().await - before, 1);
+    let after = marks().await;
+    assert_eq!(after.len(), 3);
+    assert_eq!(after[0], all[0]);
+    assert_ne!(after[1], all[1]);
+    assert_eq!(after[2], all[2]);
+
+    // A row of the last window fails: that window stays unmarked and its row is retried.
+    let long = "x".repeat(81);
+    h.source(&format!(
+        "UPDATE people SET last_name = '{long}' WHERE email = 'p4400@example.com'"
+    ))
+    .await;
+    let failed = h.run(&sync, json!({})).await;
+    assert_counts(&failed, json!({"total": 1, "update": 0, "error": 1}));
+    let numbers: Vec<i64> = marks().await.iter().map(|(number, _)| *number).collect();
+    assert_eq!(numbers, [0, 1]);
+    let retried = h.run(&sync, json!({})).await;
+    assert_counts(&retried, json!({"total": 1, "error": 1}));
+    let errors = h.log(&sync, &retried, "errors").await;
+    assert_eq!(errors[0]["identity"], "p4400@example.com");
+    h.source("UPDATE people SET last_name = 'Fixed' WHERE email = 'p4400@example.com'")
+        .await;
+    let fixed = h.run(&sync, json!({})).await;
+    assert_counts(&fixed, json!({"total": 1, "update": 1, "error": 0}));
+    assert_eq!(marks().await.len(), 3);
+    let fixed_state = h
+        .query("SELECT LastName FROM Contact WHERE Email = 'p4400@example.com'")
+        .await;
+    assert_eq!(fixed_state[0]["LastName"], "Fixed");
+
+    // Nothing changed: nothing sent, every window skipped and marked again.
+    let before = h.write_calls().await;
+    let quiet = h.run(&sync, json!({})).await;
+    assert_counts(&quiet, json!({"total": 0, "update": 0, "error": 0}));
+    assert_eq!(h.write_calls().await, before);
+    assert_eq!(marks().await.len(), 3);
+
+    // A changed mapping changes every fingerprint: every row is compared (and sent, as
+    // its mapped values changed).
+    let mut body = h.ok("GET", &format!("/api/syncs/{sync}"), None).await;
+    let fields = body["fields"].as_array_mut().unwrap();
+    fields.retain(|field| field["target"] != "FirstName");
+    let update = json!({"name": body["name"], "mode": body["mode"], "target": body["target"],
+        "identity": body["identity"], "fields": body["fields"], "schedule": body["schedule"]});
+    h.ok("PUT", &format!("/api/syncs/{sync}"), Some(update))
+        .await;
+    let remapped = h.run(&sync, json!({})).await;
+    assert_counts(
+        &remapped,
+        json!({"total": 4_505, "update": 4_505, "error": 0}),
+    );
+    let remarked = marks().await;
+    assert_eq!(remarked.len(), 3);
+    assert!(remarked.iter().zip(&all).all(|(new, old)| new.1 != old.1));
+    h.finish().await;
+}
+
 /// Lead parents referenced by external id (`Account__r.Ext__c`): with
 /// `ignore_invalid_references` an unresolved reference is dropped (warning) and the Lead
 /// written; without it the row fails with Salesforce's reason.
