@@ -384,9 +384,16 @@ struct PreparedWindow {
 /// that looking its rows up would find each of them unchanged, and skips it: no filters,
 /// no hashes, no ledger lookups. The marks are exactly the windows of the last completed
 /// run that were clean: every run that may write removes them when it starts (so a run
-/// that fails or is killed leaves none) and writes them again when it completes. Runs
+/// that fails or is killed leaves none) and writes them again when it completes, and any
+/// write of ledger entries removes them (the store does, in the same transaction). Runs
 /// that push chosen identities, runs of syncs with target filters (whose outcome depends on
 /// Salesforce's current values) and test runs make none; only unforced runs skip by them.
+///
+/// One difference from looking every row up: an identity the model holds twice with
+/// different values (the later row's write wins) is compared row by row only in windows
+/// that changed. Looked up, the earlier row would differ from the ledger (which holds the
+/// other one's hash), so one of them would be written again on every run; with marks they
+/// are written again only when one of their windows changes.
 struct Marking {
     /// [`sync_digest`] of the run's sync.
     digest: [u8; 32],
