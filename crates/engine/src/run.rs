@@ -325,11 +325,14 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         tracing::warn!(%error, "could not store the last record logs");
     }
     let cancelled = context.cancel.is_cancelled();
-    if result.is_ok() && flushed.is_ok() && !cancelled && !context.options.test {
-        let marks = run.clean_windows();
-        if let Err(error) = store.put_window_marks(sync_id, &marks).await {
-            tracing::warn!(%error, "could not store the window marks");
-        }
+    // Test runs and runs for chosen identities make no marks (`clean_windows` is `None`).
+    if result.is_ok()
+        && flushed.is_ok()
+        && !cancelled
+        && let Some(marks) = run.clean_windows()
+        && let Err(error) = store.put_window_marks(sync_id, &marks).await
+    {
+        tracing::warn!(%error, "could not store the window marks");
     }
     finish_execution(
         &store,
@@ -382,12 +385,13 @@ struct PreparedWindow {
 /// confirmed, or unchanged) and nothing of it was rejected, the window is marked with its
 /// fingerprint. The next run finding a window with the same number and fingerprint knows
 /// that looking its rows up would find each of them unchanged, and skips it: no filters,
-/// no hashes, no ledger lookups. The marks are exactly the windows of the last completed
-/// run that were clean: every run that may write removes them when it starts (so a run
-/// that fails or is killed leaves none) and writes them again when it completes, and any
-/// write of ledger entries removes them (the store does, in the same transaction). Runs
-/// that push chosen identities, runs of syncs with target filters (whose outcome depends on
-/// Salesforce's current values) and test runs make none; only unforced runs skip by them.
+/// no hashes, no ledger lookups. Marks describe the ledger as the run that made them left
+/// it: any write of ledger entries removes them (the store does, in the transaction of the
+/// write), so a run that fails or is killed after writing leaves none, and one that wrote
+/// nothing leaves marks that still hold. A completed run that makes marks replaces them with
+/// its clean windows. Runs that push chosen identities, runs of syncs with target filters
+/// (whose outcome depends on Salesforce's current values) and test runs make none; only
+/// unforced runs skip by them.
 ///
 /// One difference from looking every row up: an identity the model holds twice with
 /// different values (the later row's write wins) is compared row by row only in windows
@@ -459,8 +463,13 @@ impl PreparedWindows {
             async move {
                 let prepared = rows.next().await.map(|batch| {
                     batch.map_err(EngineError::from).and_then(|batch| {
-                        let marking = marking.as_deref().map(|marking| (marking, number));
-                        prepare_window(&sync, identities.as_deref(), marking, batch)
+                        prepare_window(
+                            &sync,
+                            identities.as_deref(),
+                            marking.as_deref(),
+                            number,
+                            batch,
+                        )
                     })
                 });
                 (rows, prepared)
@@ -501,18 +510,19 @@ impl Drop for PreparedWindows {
 fn prepare_window(
     sync: &CompiledSync,
     identities: Option<&HashSet<String>>,
-    marking: Option<(&Marking, usize)>,
+    marking: Option<&Marking>,
+    number: usize,
     batch: RowBatch,
 ) -> Result<PreparedWindow, EngineError> {
     let read = batch.rows.len();
     let plan = BatchPlan::new(sync, &batch.fields)?;
-    let number = marking.map_or(0, |(_, number)| number);
-    let fingerprint = marking.map(|(marking, number)| {
+    let fingerprint = marking.map(|marking| {
         window_fingerprint(&marking.digest, number as u64, &batch.fields, &batch.rows)
     });
-    if let (Some((marking, number)), Some(fingerprint)) = (marking, &fingerprint)
-        && marking.known.get(&number) == Some(fingerprint)
-    {
+    let marked = marking
+        .zip(fingerprint.as_ref())
+        .is_some_and(|(marking, fingerprint)| marking.known.get(&number) == Some(fingerprint));
+    if marked {
         return Ok(PreparedWindow {
             plan,
             model_rows: Vec::new(),
@@ -521,8 +531,8 @@ fn prepare_window(
             rejected: Vec::new(),
             read,
             number,
-            fingerprint: Some(fingerprint.clone()),
-            marked: true,
+            fingerprint,
+            marked,
         });
     }
     let selection = plan.select(sync, &batch.rows);
@@ -817,7 +827,7 @@ impl Run {
     }
 
     /// Window marks ([`Marking`]): whether this run makes them, and the ones it may skip
-    /// by. A run that may write removes the sync's marks before it writes anything.
+    /// by.
     async fn start_marking(
         &mut self,
         context: &Env,
@@ -836,9 +846,6 @@ impl Run {
         } else {
             FastMap::default()
         };
-        if !options.test {
-            context.store.put_window_marks(context.sync_id, &[]).await?;
-        }
         if !marks_apply {
             return Ok(None);
         }
@@ -861,25 +868,25 @@ impl Run {
             .and_then(|windows| windows.get_mut(candidate.window))
         {
             state.outstanding = state.outstanding.saturating_sub(1);
-            state.clean &= entry.hash.as_deref() == Some(candidate.hash.as_str())
-                && CONFIRMED_OUTCOMES.contains(&entry.outcome.as_str());
+            // Clean when the next run would find the row unchanged.
+            state.clean &= detect(&candidate.hash, Some(&entry), false, false) == Change::Unchanged;
         }
         self.ledger.push(entry);
     }
 
-    /// The marks of the windows that ended clean (only for a run that completed).
-    fn clean_windows(&self) -> Vec<(i64, String)> {
-        let Some(windows) = &self.windows else {
-            return Vec::new();
-        };
-        windows
+    /// The marks of the windows that ended clean, when the run makes marks (only for a
+    /// run that completed).
+    fn clean_windows(&self) -> Option<Vec<(i64, String)>> {
+        let windows = self.windows.as_ref()?;
+        let clean = windows
             .iter()
             .enumerate()
             .filter(|(_, state)| state.clean && state.outstanding == 0)
             .filter_map(|(number, state)| {
                 Some((i64::try_from(number).ok()?, state.fingerprint.clone()))
             })
-            .collect()
+            .collect();
+        Some(clean)
     }
 
     async fn window(

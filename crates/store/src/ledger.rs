@@ -216,8 +216,9 @@ macro_rules! clear_entries {
     }};
 }
 
-/// Removes a sync's window marks in a transaction writing its ledger: marks describe the
-/// ledger as it was when they were made, so any later write of an entry ends them.
+/// Removes a sync's window marks in a transaction writing its ledger (marks describe the
+/// ledger as it was when they were made, so any later write of an entry ends them) or its
+/// marks.
 macro_rules! forget_marks {
     ($tx:expr, $sync_id:expr) => {
         sqlx::query("DELETE FROM sync_window_marks WHERE sync_id = $1")
@@ -248,10 +249,7 @@ macro_rules! write_marks {
     ($store:expr, $sync_id:expr, $marks:expr) => {{
         let sync_id = $sync_id.to_string();
         let mut tx = $store.begin_write().await?;
-        sqlx::query("DELETE FROM sync_window_marks WHERE sync_id = $1")
-            .bind(sync_id.as_str())
-            .execute(&mut *tx)
-            .await?;
+        forget_marks!(&mut *tx, sync_id.as_str());
         for (window, fingerprint) in $marks {
             sqlx::query(
                 "INSERT INTO sync_window_marks (sync_id, window_no, fingerprint) \
