@@ -28,7 +28,9 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post, put};
 use chrono::Utc;
 use ferry_connectors::salesforce_source::{SalesforceModelSource, parse_model_config};
-use ferry_connectors::{ModelSource, RelationKind, RowBatch, Selection, SourceError, SourceField};
+use ferry_connectors::{
+    ModelSource, RelationKind, RowBatch, Selection, SkipQuestion, SourceError, SourceField,
+};
 use ferry_core::FieldError;
 use ferry_core::time::rfc3339;
 use ferry_store::{Connection, Model, ModelWrite};
@@ -323,12 +325,14 @@ fn model_selection(
 }
 
 /// The row stream of a stored model (what a sync execution reads), in batches of
-/// `batch_size` rows.
+/// `batch_size` rows; the source leaves unbuilt the batches `question`'s answer skips
+/// ([`ModelSource::read_skipping`]).
 pub(crate) async fn model_rows(
     state: &AppState,
     organization_id: Uuid,
     model: &Model,
     batch_size: usize,
+    question: SkipQuestion,
 ) -> ApiResult<futures_util::stream::BoxStream<'static, Result<RowBatch, SourceError>>> {
     let source = load_source(state, organization_id, model.connection_id).await?;
     let (selection, _, include_deleted) =
@@ -341,7 +345,7 @@ pub(crate) async fn model_rows(
     let handle = model_source(state, &source, include_deleted, "connection_id").await?;
     Ok(handle
         .get()
-        .read(&source.configuration, &selection, None, batch_size))
+        .read_skipping(&source.configuration, &selection, batch_size, question))
 }
 
 /// Turns a source failure into an API error; `field` names what the caller chose (e.g.

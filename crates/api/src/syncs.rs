@@ -954,11 +954,13 @@ impl PreparedModelSync {
         options: RunOptions,
         cancel: CancellationToken,
     ) -> ApiResult<RunContext> {
+        let (skips, question) = ferry_connectors::skip_channel();
         let rows = crate::models::model_rows(
             state,
             self.organization_id,
             &self.model,
             ferry_engine::run::window_rows(&self.compiled),
+            question,
         )
         .await?;
         Ok(RunContext {
@@ -970,6 +972,7 @@ impl PreparedModelSync {
             store: state.store().clone(),
             target: self.target,
             rows,
+            skips: Some(skips),
             cancel,
         })
     }

@@ -1257,9 +1257,28 @@ async fn postgresql_model(h: Harness) {
     );
     let again = h.run(&sync, json!({})).await;
     assert_counts(&again, json!({"total": 0}));
+    // The marked window was left unbuilt by the reader; a changed row makes it read again.
+    let sync_id: uuid::Uuid = sync.parse().unwrap();
+    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    let mut pg = options.connect().await.unwrap();
+    pg.execute("UPDATE people SET last_name = 'Abler' WHERE email = 'a@example.com'")
+        .await
+        .unwrap();
+    pg.close().await.unwrap();
+    let changed = h.run(&sync, json!({})).await;
+    assert_counts(&changed, json!({"total": 1, "update": 1, "error": 0}));
+    let able = h
+        .query("SELECT LastName FROM Contact WHERE Email = 'a@example.com'")
+        .await;
+    assert_eq!(able[0]["LastName"], "Abler");
+    let remarked = h.state.store().window_marks(sync_id).await.unwrap();
+    assert_eq!(remarked.len(), 1);
+    assert_ne!(remarked[0].1, marks[0].1, "the window's data changed");
+    let unchanged = h.run(&sync, json!({})).await;
+    assert_counts(&unchanged, json!({"total": 0}));
 
     // An execution a dead process left running.
-    let sync_id: uuid::Uuid = sync.parse().unwrap();
     let orphan = h
         .state
         .store()

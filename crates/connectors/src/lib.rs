@@ -33,7 +33,8 @@ pub mod sqlite;
 
 pub use schema::{json_schema_for, sensitive_and_read_only_keys};
 pub use source::{
-    FieldType, ModelSource, Relation, RelationKind, RowBatch, Selection, SourceError, SourceField,
+    FieldType, ModelSource, RawWindow, Relation, RelationKind, RowBatch, Selection, SkipAnswer,
+    SkipQuestion, SourceError, SourceField, WindowSkip, skip_channel,
 };
 pub use sql::CHECK_TIMEOUT;
 

@@ -28,8 +28,8 @@ use sqlx::{Connection as _, Executor as _};
 
 use crate::schema::{ConfigSpec, ReadOnlyKeys};
 use crate::source::{
-    self, Batcher, FieldType, ModelSource, QUERY_ALIAS, Relation, RelationKind, RowBatch,
-    Selection, SourceError, SourceField,
+    self, Batcher, FieldType, ModelSource, QUERY_ALIAS, RawWindow, Relation, RelationKind,
+    RowBatch, Selection, SkipQuestion, SourceError, SourceField, WindowSkip,
 };
 use crate::sql::{self, Pem};
 use crate::{CheckError, FieldError};
@@ -569,6 +569,7 @@ impl PostgresqlConfig {
         selection: &Selection,
         limit: Option<u64>,
         batcher: &mut Batcher,
+        question: Option<SkipQuestion>,
     ) -> Result<(), SourceError> {
         let mut connection = self.source_connection().await?;
         connection
@@ -580,18 +581,25 @@ impl PostgresqlConfig {
         let reads: Vec<PgRead> = fields.iter().map(|f| pg_read(&f.remote_type)).collect();
         let columns: Vec<String> = fields.iter().map(pg_select_expression).collect();
         let sql = source::wrap_query(&columns.join(", "), &inner, limit);
+        let mut windows = CopyWindowReader {
+            header: raw_header(&fields, &reads),
+            parser: copy::CopyRows::new(reads),
+            question,
+            skip: None,
+            number: 0,
+        };
         batcher.set_fields(fields);
         let mut data = connection
             .copy_out_raw(&format!("COPY ({sql}) TO STDOUT"))
             .await
             .map_err(query_error)?;
-        let mut parser = copy::CopyRows::new(reads);
-        let mut rows = Vec::new();
+        let mut split = copy::CopyWindows::new(batcher.batch_size());
+        let mut full = Vec::new();
         while let Some(chunk) = source::next_row(batcher, &mut data).await {
             let chunk = chunk.map_err(read_error)?;
-            parser.feed(&chunk, &mut rows).map_err(SourceError::Read)?;
-            for row in rows.drain(..) {
-                if batcher.push(row).await.is_err() {
+            split.feed(&chunk, &mut full);
+            for (window, lines) in full.drain(..) {
+                if windows.send(batcher, &window, lines).await?.is_err() {
                     // Nobody reads on: the connection is dropped mid-COPY, unread.
                     return Ok(());
                 }
@@ -600,11 +608,89 @@ impl PostgresqlConfig {
         if batcher.is_closed() {
             return Ok(());
         }
-        parser.finish().map_err(SourceError::Read)?;
+        if let Some((window, lines)) = split.finish()
+            && windows.send(batcher, &window, lines).await?.is_err()
+        {
+            return Ok(());
+        }
+        windows.parser.finish().map_err(SourceError::Read)?;
         drop(data);
         let _ = connection.execute("ROLLBACK").await;
         let _ = connection.close().await;
         Ok(())
+    }
+}
+
+/// What a window's raw fingerprint covers besides its data: the version of the reading
+/// rules, and each field with how it is read.
+fn raw_header(fields: &[SourceField], reads: &[PgRead]) -> Vec<u8> {
+    let mut header = b"ferry postgresql copy text 1\0".to_vec();
+    for (field, read) in fields.iter().zip(reads) {
+        for part in [
+            field.name.as_str(),
+            field.remote_type.as_str(),
+            field.field_type.as_str(),
+            &format!("{read:?}"),
+        ] {
+            header.extend_from_slice(&(part.len() as u64).to_le_bytes());
+            header.extend_from_slice(part.as_bytes());
+        }
+    }
+    header
+}
+
+/// Turns windows of COPY lines into batches: fingerprinted, then built into rows unless
+/// the consumer skips them.
+struct CopyWindowReader {
+    header: Vec<u8>,
+    parser: copy::CopyRows,
+    /// The consumer's answer, until it is known.
+    question: Option<SkipQuestion>,
+    skip: Option<WindowSkip>,
+    /// The number of the next window.
+    number: usize,
+}
+
+impl CopyWindowReader {
+    /// Sends one window of `lines` lines; the outer error is a parse failure, the inner
+    /// one the consumer going away.
+    async fn send(
+        &mut self,
+        batcher: &mut Batcher,
+        window: &[u8],
+        lines: usize,
+    ) -> Result<Result<(), source::Closed>, SourceError> {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        hasher.update(&self.header);
+        hasher.update(window);
+        let raw = RawWindow {
+            fingerprint: hasher.digest128(),
+            rows: lines,
+            skipped: false,
+        };
+        if let Some(question) = self.question.take() {
+            self.skip = question.answer().await;
+        }
+        let number = self.number;
+        self.number += 1;
+        // A window ending inside a line is parsed, so the error is reported.
+        let whole = window.last() == Some(&b'\n');
+        if whole && self.skip.as_ref().is_some_and(|skip| skip(number, &raw)) {
+            let skipped = RawWindow {
+                skipped: true,
+                ..raw
+            };
+            return Ok(batcher.send_window(Vec::new(), skipped).await);
+        }
+        // Rows are built only once the consumer has room for them.
+        if let Err(closed) = batcher.reserve().await {
+            return Ok(Err(closed));
+        }
+        let mut rows = Vec::with_capacity(lines);
+        self.parser
+            .feed(window, &mut rows)
+            .map_err(SourceError::Read)?;
+        Ok(batcher.send_window(rows, raw).await)
     }
 }
 
@@ -674,7 +760,28 @@ impl ModelSource for PostgresqlConnector {
         let selection = selection.clone();
         source::batched(batch_size, move |mut batcher| async move {
             let parsed = parse_source_config(&config)?;
-            parsed.read_into(&selection, limit, &mut batcher).await?;
+            parsed
+                .read_into(&selection, limit, &mut batcher, None)
+                .await?;
+            let _ = batcher.finish().await;
+            Ok(())
+        })
+    }
+
+    fn read_skipping(
+        &self,
+        config: &Value,
+        selection: &Selection,
+        batch_size: usize,
+        question: SkipQuestion,
+    ) -> BoxStream<'static, Result<RowBatch, SourceError>> {
+        let config = config.clone();
+        let selection = selection.clone();
+        source::batched(batch_size, move |mut batcher| async move {
+            let parsed = parse_source_config(&config)?;
+            parsed
+                .read_into(&selection, None, &mut batcher, Some(question))
+                .await?;
             let _ = batcher.finish().await;
             Ok(())
         })

@@ -143,6 +143,67 @@ pub struct RowBatch {
     pub fields: Arc<[SourceField]>,
     /// Rows; `rows[i][j]` is the value of `fields[j]`.
     pub rows: Vec<Vec<Value>>,
+    /// What the source knew of the batch's data before building its rows, when it reads
+    /// raw text it can fingerprint (PostgreSQL's COPY); `None` from other sources.
+    pub raw: Option<RawWindow>,
+}
+
+/// A batch's data as read, before its rows were built ([`ModelSource::read_skipping`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawWindow {
+    /// XXH3-128 of the batch's fields, of how the source turns its data into values, and
+    /// of the data itself: equal fingerprints mean equal rows.
+    pub fingerprint: u128,
+    /// The rows the data holds.
+    pub rows: usize,
+    /// The consumer's [`WindowSkip`] said it needs none of them: the batch's `rows` is
+    /// empty.
+    pub skipped: bool,
+}
+
+/// A consumer's test of a batch before its rows are built: given the batch's number in
+/// the read (from 0) and what the source read, whether the consumer can do without its
+/// rows.
+pub type WindowSkip = Arc<dyn Fn(usize, &RawWindow) -> bool + Send + Sync>;
+
+/// A channel for the one answer a consumer gives a reader: which batches it can do without
+/// ([`ModelSource::read_skipping`]). Dropping the [`SkipAnswer`] unanswered answers `None`.
+pub fn skip_channel() -> (SkipAnswer, SkipQuestion) {
+    let (sender, receiver) = tokio::sync::oneshot::channel();
+    (SkipAnswer(sender), SkipQuestion(receiver))
+}
+
+/// The consumer's side of [`skip_channel`].
+pub struct SkipAnswer(tokio::sync::oneshot::Sender<Option<WindowSkip>>);
+
+impl SkipAnswer {
+    /// Answers: `None` when every row is wanted.
+    pub fn answer(self, skip: Option<WindowSkip>) {
+        // A reader that already stopped needs no answer.
+        let _ = self.0.send(skip);
+    }
+}
+
+impl std::fmt::Debug for SkipAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkipAnswer")
+    }
+}
+
+/// The reader's side of [`skip_channel`].
+pub struct SkipQuestion(tokio::sync::oneshot::Receiver<Option<WindowSkip>>);
+
+impl SkipQuestion {
+    /// Waits for the consumer's answer (`None` when it dropped its side unanswered).
+    pub(crate) async fn answer(self) -> Option<WindowSkip> {
+        self.0.await.ok().flatten()
+    }
+}
+
+impl std::fmt::Debug for SkipQuestion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SkipQuestion")
+    }
 }
 
 /// A failure of a source operation. Messages are safe to show (no secrets).
@@ -195,6 +256,22 @@ pub trait ModelSource: Send + Sync {
         limit: Option<u64>,
         batch_size: usize,
     ) -> BoxStream<'static, Result<RowBatch, SourceError>>;
+
+    /// Reads a whole selection as [`ModelSource::read`] does, for a consumer that may
+    /// already have some of its batches. A source that can fingerprint a batch's raw data
+    /// before building its rows (PostgreSQL) attaches a [`RawWindow`] to every batch,
+    /// waits for the consumer's answer before its first one, and leaves unbuilt the batches
+    /// the answer skips. Other sources read every row, as `read` does.
+    fn read_skipping(
+        &self,
+        config: &Value,
+        selection: &Selection,
+        batch_size: usize,
+        question: SkipQuestion,
+    ) -> BoxStream<'static, Result<RowBatch, SourceError>> {
+        drop(question);
+        self.read(config, selection, None, batch_size)
+    }
 }
 
 /// Reads at most `limit` rows into one batch (model samples and previews).
@@ -225,6 +302,7 @@ pub async fn sample(
             Ok(RowBatch {
                 fields: fields.into(),
                 rows: Vec::new(),
+                raw: None,
             })
         }
     }
@@ -468,10 +546,7 @@ impl Batcher {
     /// Adds a row, sending a full batch (waiting while the consumer is [`READ_AHEAD`]
     /// batches behind).
     pub(crate) async fn push(&mut self, row: Vec<Value>) -> Result<(), Closed> {
-        if self.slot.is_none() {
-            let slot = self.sender.clone().reserve_owned().await;
-            self.slot = Some(slot.map_err(|_| Closed)?);
-        }
+        self.reserve().await?;
         self.rows.push(row);
         if self.rows.len() >= self.batch_size {
             self.flush().await?;
@@ -485,8 +560,51 @@ impl Batcher {
             Vec::with_capacity(self.batch_size.min(DEFAULT_BATCH_SIZE)),
         );
         let fields = self.fields.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+        self.send(RowBatch {
+            fields,
+            rows,
+            raw: None,
+        })
+        .await
+    }
+
+    /// Sends a whole batch of rows read as `raw` (none when it was skipped), after the rows
+    /// pushed before it.
+    pub(crate) async fn send_window(
+        &mut self,
+        rows: Vec<Vec<Value>>,
+        raw: RawWindow,
+    ) -> Result<(), Closed> {
+        if !self.rows.is_empty() {
+            self.flush().await?;
+        }
+        let fields = self.fields.clone().unwrap_or_else(|| Arc::from(Vec::new()));
+        self.send(RowBatch {
+            fields,
+            rows,
+            raw: Some(raw),
+        })
+        .await
+    }
+
+    /// Waits (unless it already has one) for the channel slot of the next batch: building
+    /// a batch only once the consumer has room for it bounds memory.
+    pub(crate) async fn reserve(&mut self) -> Result<(), Closed> {
+        if self.slot.is_none() {
+            let slot = self.sender.clone().reserve_owned().await;
+            self.slot = Some(slot.map_err(|_| Closed)?);
+        }
+        Ok(())
+    }
+
+    /// The most rows a batch holds.
+    pub(crate) fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    async fn send(&mut self, batch: RowBatch) -> Result<(), Closed> {
         self.sent = true;
-        let batch = Ok(RowBatch { fields, rows });
+        let batch = Ok(batch);
         match self.slot.take() {
             Some(slot) => {
                 slot.send(batch);

@@ -7,8 +7,8 @@
 use std::str::FromStr as _;
 
 use ferry_connectors::{
-    FieldType, ModelSource, RelationKind, Selection, SourceError, SourceField, registry,
-    source::sample,
+    FieldType, ModelSource, RawWindow, RelationKind, Selection, SkipAnswer, SourceError,
+    SourceField, WindowSkip, registry, skip_channel, source::sample,
 };
 use futures_util::StreamExt as _;
 use serde_json::{Value, json};
@@ -249,6 +249,102 @@ async fn postgresql_model_source() {
     unreachable["port"] = json!(1);
     let error = pg.list_relations(&unreachable).await.unwrap_err();
     assert!(matches!(error, SourceError::Connect(_)), "{error:?}");
+
+    db.drop_database().await;
+}
+
+/// What a skipping read sent: per batch, (rows built, raw window).
+async fn read_windows(
+    source: &dyn ModelSource,
+    config: &Value,
+    query: &str,
+    answer: impl FnOnce(SkipAnswer) + Send + 'static,
+) -> Vec<(Vec<Vec<Value>>, RawWindow)> {
+    let (skips, question) = skip_channel();
+    let mut stream = source.read_skipping(config, &Selection::Query(query.into()), 1000, question);
+    // The answer comes late: the reader must wait for it before its first window.
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        answer(skips);
+    });
+    let mut batches = Vec::new();
+    while let Some(batch) = stream.next().await {
+        let batch = batch.expect("batch");
+        batches.push((batch.rows, batch.raw.expect("a raw window")));
+    }
+    batches
+}
+
+#[tokio::test]
+async fn postgresql_leaves_skipped_windows_unbuilt() {
+    let Some(db) = ferry_store::testing::postgres_database("source_pg_skip").await else {
+        return;
+    };
+    let config = postgres_config(&db.url);
+    let pg = source("postgresql");
+    let query = "SELECT n, 'row ' || n AS label FROM generate_series(1, 2500) AS n ORDER BY n";
+
+    // Unanswered: every window is built, each with its fingerprint.
+    let all = read_windows(pg, &config, query, drop).await;
+    let sizes: Vec<(usize, usize, bool)> = all
+        .iter()
+        .map(|(rows, raw)| (rows.len(), raw.rows, raw.skipped))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![(1000, 1000, false), (1000, 1000, false), (500, 500, false)]
+    );
+    assert_eq!(all[2].0[499], vec![json!(2500), json!("row 2500")]);
+    let prints: Vec<u128> = all.iter().map(|(_, raw)| raw.fingerprint).collect();
+    assert!(prints[0] != prints[1] && prints[1] != prints[2]);
+
+    // Skipping windows 0 and 2 by their fingerprints: the test sees what the reader read.
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = asked.clone();
+    let wanted = prints.clone();
+    let skip: WindowSkip = std::sync::Arc::new(move |number, raw: &RawWindow| {
+        seen.lock().unwrap().push(number);
+        number != 1 && wanted.get(number) == Some(&raw.fingerprint)
+    });
+    let skipped = read_windows(pg, &config, query, move |skips| skips.answer(Some(skip))).await;
+    let sizes: Vec<(usize, usize, bool)> = skipped
+        .iter()
+        .map(|(rows, raw)| (rows.len(), raw.rows, raw.skipped))
+        .collect();
+    assert_eq!(
+        sizes,
+        vec![(0, 1000, true), (1000, 1000, false), (0, 500, true)]
+    );
+    assert_eq!(skipped[1].0, all[1].0);
+    assert_eq!(*asked.lock().unwrap(), vec![0, 1, 2]);
+    let again: Vec<u128> = skipped.iter().map(|(_, raw)| raw.fingerprint).collect();
+    assert_eq!(again, prints);
+
+    // One changed value changes only its window's fingerprint; so does a changed type.
+    let changed = read_windows(
+        pg,
+        &config,
+        "SELECT n, CASE WHEN n = 1500 THEN 'changed' ELSE 'row ' || n END AS label \
+         FROM generate_series(1, 2500) AS n ORDER BY n",
+        |skips| skips.answer(None),
+    )
+    .await;
+    let changed: Vec<u128> = changed.iter().map(|(_, raw)| raw.fingerprint).collect();
+    assert_eq!((changed[0], changed[2]), (prints[0], prints[2]));
+    assert_ne!(changed[1], prints[1]);
+    let retyped = read_windows(
+        pg,
+        &config,
+        "SELECT n::bigint AS n, 'row ' || n AS label FROM generate_series(1, 2500) AS n ORDER BY n",
+        drop,
+    )
+    .await;
+    assert!(
+        retyped
+            .iter()
+            .zip(&prints)
+            .all(|((_, raw), print)| raw.fingerprint != *print)
+    );
 
     db.drop_database().await;
 }

@@ -268,6 +268,23 @@ pub fn window_fingerprint(
     hex_prefix(&digest)
 }
 
+/// The fingerprint of a window its source fingerprinted as read ([`RawWindow`]): the
+/// sync's digest, the window's number, its row count and the source's fingerprint of its
+/// fields and data. Marks made from it match only windows the same source read the same.
+pub fn raw_window_fingerprint(
+    digest: &[u8; 32],
+    window: u64,
+    raw: &ferry_connectors::RawWindow,
+) -> String {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(digest);
+    hasher.update(&window.to_le_bytes());
+    hasher.update(b"raw window");
+    hasher.update(&(raw.rows as u64).to_le_bytes());
+    hasher.update(&raw.fingerprint.to_le_bytes());
+    hex_prefix(&hasher.digest128().to_be_bytes())
+}
+
 /// A string prefixed with its length.
 fn write_tagged_str(out: &mut Vec<u8>, text: &str) {
     write_length(out, text.len());

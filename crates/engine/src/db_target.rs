@@ -1524,8 +1524,11 @@ pub(crate) async fn execute(context: RunContext) -> RunEnd {
         store,
         target,
         mut rows,
+        skips,
         cancel,
     } = context;
+    // Every row is read: the source need not wait for an answer.
+    drop(skips);
     let RunTarget::Database(target) = target else {
         return RunEnd {
             status: "failed",

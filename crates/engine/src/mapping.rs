@@ -416,6 +416,7 @@ mod tests {
                 .into_iter()
                 .map(|r| r.as_array().unwrap().clone())
                 .collect(),
+            raw: None,
         }
     }
 

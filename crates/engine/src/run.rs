@@ -29,7 +29,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use ferry_connectors::{RowBatch, SourceError};
+use ferry_connectors::{RawWindow, RowBatch, SkipAnswer, SourceError, WindowSkip};
 use ferry_salesforce::{ApiErrorItem, Record, SalesforceClient, SalesforceError, SaveResult};
 use ferry_store::{DynStore, ExecutionCounts, LedgerEntry, RecordLine, StoreError};
 use futures_util::stream::{self, BoxStream, StreamExt};
@@ -41,7 +41,7 @@ use uuid::Uuid;
 use crate::batch::{chunks, sort_by_field};
 use crate::change::{CONFIRMED_OUTCOMES, Change, RowHasher, detect};
 use crate::change::{json_object_text, write_json_str};
-use crate::change::{sync_digest, window_fingerprint};
+use crate::change::{raw_window_fingerprint, sync_digest, window_fingerprint};
 use crate::mapping::{BatchPlan, MappedRow, MissingField, RejectedRow, SelectedRow};
 use crate::plan::{Candidate, Decision, Operation, SkipReason, decide, malformed_references};
 use crate::plan::{Side, decide_lead_or_contact};
@@ -202,6 +202,10 @@ pub struct RunContext {
     pub target: RunTarget,
     /// The model's rows.
     pub rows: BoxStream<'static, Result<RowBatch, SourceError>>,
+    /// The answer the source of `rows` waits for before its first window
+    /// ([`ferry_connectors::ModelSource::read_skipping`]): the run's marks, so windows they
+    /// cover are not even built. Dropped unanswered, every row is read.
+    pub skips: Option<SkipAnswer>,
     /// Cancels the run between batches.
     pub cancel: CancellationToken,
 }
@@ -291,6 +295,7 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         store,
         target,
         rows,
+        skips,
         cancel,
     } = context;
     let RunTarget::Salesforce(client) = target else {
@@ -315,7 +320,7 @@ async fn execute_inner(context: RunContext) -> RunEnd {
         return canceled;
     }
     let mut run = Run::new(&context);
-    let result = run.run(&context, rows).await;
+    let result = run.run(&context, rows, skips).await;
     // Best effort: the run's own state is already committed window by window.
     let flushed = match run.flush(&store).await {
         Ok(()) => run.settle_flush().await,
@@ -406,6 +411,24 @@ struct Marking {
     known: FastMap<usize, String>,
 }
 
+impl Marking {
+    /// The source's test of a window it read raw
+    /// ([`ferry_connectors::ModelSource::read_skipping`]): whether the window matches its
+    /// mark, so its rows need not be built. `None` when there is no mark to skip by.
+    fn skip(marking: std::sync::Arc<Marking>) -> Option<WindowSkip> {
+        if marking.known.is_empty() {
+            return None;
+        }
+        Some(std::sync::Arc::new(
+            move |number: usize, raw: &RawWindow| {
+                marking.known.get(&number).is_some_and(|mark| {
+                    *mark == raw_window_fingerprint(&marking.digest, number as u64, raw)
+                })
+            },
+        ))
+    }
+}
+
 /// A window of this run as far as marks go.
 #[derive(Debug)]
 struct WindowState {
@@ -438,14 +461,14 @@ type PreparedNext = (
 impl PreparedWindows {
     fn start(
         context: &Env,
-        marking: Option<Marking>,
+        marking: Option<std::sync::Arc<Marking>>,
         rows: BoxStream<'static, Result<RowBatch, SourceError>>,
     ) -> Self {
         let mut windows = PreparedWindows {
             next: None,
             sync: std::sync::Arc::new(context.sync.clone()),
             identities: context.options.identities.clone().map(std::sync::Arc::new),
-            marking: marking.map(std::sync::Arc::new),
+            marking,
             number: 0,
         };
         windows.prepare(rows);
@@ -514,14 +537,20 @@ fn prepare_window(
     number: usize,
     batch: RowBatch,
 ) -> Result<PreparedWindow, EngineError> {
-    let read = batch.rows.len();
+    let read = batch.raw.map_or(batch.rows.len(), |raw| raw.rows);
     let plan = BatchPlan::new(sync, &batch.fields)?;
-    let fingerprint = marking.map(|marking| {
-        window_fingerprint(&marking.digest, number as u64, &batch.fields, &batch.rows)
+    let fingerprint = marking.map(|marking| match &batch.raw {
+        Some(raw) => raw_window_fingerprint(&marking.digest, number as u64, raw),
+        None => window_fingerprint(&marking.digest, number as u64, &batch.fields, &batch.rows),
     });
     let marked = marking
         .zip(fingerprint.as_ref())
         .is_some_and(|(marking, fingerprint)| marking.known.get(&number) == Some(fingerprint));
+    if batch.raw.is_some_and(|raw| raw.skipped) && !marked {
+        return Err(EngineError::Source(SourceError::Read(format!(
+            "the source left window {number} unread, which the run has no mark for"
+        ))));
+    }
     if marked {
         return Ok(PreparedWindow {
             plan,
@@ -749,6 +778,7 @@ impl Run {
         &mut self,
         context: &Env,
         rows: BoxStream<'static, Result<RowBatch, SourceError>>,
+        skips: Option<SkipAnswer>,
     ) -> Result<(), EngineError> {
         let target = if context.sync.object == LEAD_OR_CONTACT {
             Targets {
@@ -774,7 +804,13 @@ impl Run {
         if ledger_empty {
             self.seen = Some(SeenIdentities::new());
         }
-        let marking = self.start_marking(context, ledger_empty).await?;
+        let marking = self
+            .start_marking(context, ledger_empty)
+            .await?
+            .map(std::sync::Arc::new);
+        if let Some(skips) = skips {
+            skips.answer(marking.clone().and_then(Marking::skip));
+        }
         let mut windows = PreparedWindows::start(context, marking, rows);
         let mut window = 0usize;
         while let Some(prepared) = windows.next().await {
@@ -1971,4 +2007,141 @@ async fn track_jobs(context: &Env, targets: Targets) -> Result<Targets, EngineEr
         primary: targets.primary.with_job_log(log.clone()),
         lead: targets.lead.map(|lead| lead.with_job_log(log)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use ferry_connectors::{FieldType, SourceField};
+    use serde_json::json;
+
+    use super::*;
+    use crate::spec::{ModelFieldRef, ModelInfo, SyncDocument, compile};
+
+    fn sync() -> CompiledSync {
+        let field = |name: &str| json!({"model_id": Uuid::nil(), "field": name});
+        let document: SyncDocument = serde_json::from_value(json!({
+            "name": "s", "mode": "updateOrCreate",
+            "target": {"connection_id": Uuid::nil(), "object": "Lead", "configuration": {}},
+            "identity": {"source": field("email"), "target": "Email", "function": "Equality"},
+            "fields": [{"target": "LastName", "source": field("name")}],
+            "schedule": {"frequency": "manual"}
+        }))
+        .unwrap();
+        let model = ModelInfo {
+            id: Uuid::nil(),
+            fields: ["email", "name"]
+                .iter()
+                .map(|n| ModelFieldRef {
+                    id: n.to_string(),
+                    name: n.to_string(),
+                })
+                .collect(),
+            identifier: Some("email".into()),
+        };
+        compile(&document, &model).unwrap()
+    }
+
+    fn batch(rows: Vec<Vec<Value>>, raw: Option<RawWindow>) -> RowBatch {
+        let fields: Vec<SourceField> = ["email", "name"]
+            .iter()
+            .map(|name| SourceField {
+                name: name.to_string(),
+                field_type: FieldType::String,
+                remote_type: "text".into(),
+            })
+            .collect();
+        RowBatch {
+            fields: fields.into(),
+            rows,
+            raw,
+        }
+    }
+
+    fn raw(fingerprint: u128, rows: usize, skipped: bool) -> RawWindow {
+        RawWindow {
+            fingerprint,
+            rows,
+            skipped,
+        }
+    }
+
+    #[test]
+    fn sources_skip_exactly_the_marked_raw_windows() {
+        let sync = sync();
+        let digest = sync_digest(&sync);
+        let read = raw(7, 2, false);
+        let marking = Arc::new(Marking {
+            digest,
+            known: [(1, raw_window_fingerprint(&digest, 1, &read))]
+                .into_iter()
+                .collect(),
+        });
+        let skip = Marking::skip(marking.clone()).expect("a test with marks to skip by");
+        assert!(skip(1, &read));
+        // Another window number, other data, another row count: built.
+        assert!(!skip(0, &read));
+        assert!(!skip(1, &raw(8, 2, false)));
+        assert!(!skip(1, &raw(7, 3, false)));
+        // Nothing to skip by: no test at all.
+        let empty = Arc::new(Marking {
+            digest,
+            known: FastMap::default(),
+        });
+        assert!(Marking::skip(empty).is_none());
+
+        // The window the source skipped counts its rows as read, and goes no further.
+        let skipped = prepare_window(
+            &sync,
+            None,
+            Some(&marking),
+            1,
+            batch(Vec::new(), Some(raw(7, 2, true))),
+        )
+        .unwrap();
+        assert!(skipped.marked);
+        assert_eq!((skipped.read, skipped.rows.len()), (2, 0));
+
+        // A window built from the same data is marked too, by the same fingerprint.
+        let rows = vec![
+            vec![json!("a@x.com"), json!("Ann")],
+            vec![json!("b@x.com"), json!("Bo")],
+        ];
+        let built = prepare_window(
+            &sync,
+            None,
+            Some(&marking),
+            1,
+            batch(rows.clone(), Some(read)),
+        )
+        .unwrap();
+        assert!(built.marked);
+        assert_eq!(built.fingerprint, marking.known.get(&1).cloned());
+
+        // Changed data is compared row by row.
+        let changed = prepare_window(
+            &sync,
+            None,
+            Some(&marking),
+            1,
+            batch(rows, Some(raw(8, 2, false))),
+        )
+        .unwrap();
+        assert!(!changed.marked);
+        assert_eq!((changed.read, changed.rows.len()), (2, 2));
+
+        // A source skipping a window the run has no mark for is an error, never a silent
+        // loss of rows.
+        let Err(error) = prepare_window(
+            &sync,
+            None,
+            Some(&marking),
+            0,
+            batch(Vec::new(), Some(raw(7, 2, true))),
+        ) else {
+            panic!("an unmarked skipped window was accepted");
+        };
+        assert!(error.to_string().contains("window 0"), "{error}");
+    }
 }

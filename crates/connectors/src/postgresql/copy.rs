@@ -12,6 +12,72 @@ use serde_json::Value;
 use super::PgRead;
 use crate::source;
 
+/// Cuts COPY data into windows of whole lines, `size` lines each (the last one may be
+/// shorter, and may end without a line end, which [`CopyRows`] then reports).
+#[derive(Debug)]
+pub(super) struct CopyWindows {
+    size: usize,
+    /// The lines of the window being filled.
+    data: Vec<u8>,
+    /// How many lines `data` holds.
+    lines: usize,
+}
+
+impl CopyWindows {
+    pub(super) fn new(size: usize) -> Self {
+        CopyWindows {
+            size: size.max(1),
+            data: Vec::new(),
+            lines: 0,
+        }
+    }
+
+    /// Adds `chunk`; each window it completes goes to `full` with its line count.
+    pub(super) fn feed(&mut self, mut chunk: &[u8], full: &mut Vec<(Vec<u8>, usize)>) {
+        while !chunk.is_empty() {
+            let wanted = self.size - self.lines;
+            let mut ends = memchr::memchr_iter(b'\n', chunk);
+            let mut found = 0;
+            let end = loop {
+                match ends.next() {
+                    Some(at) => {
+                        found += 1;
+                        if found == wanted {
+                            break Some(at);
+                        }
+                    }
+                    None => break None,
+                }
+            };
+            match end {
+                Some(at) => {
+                    self.data.extend_from_slice(&chunk[..=at]);
+                    let capacity = self.data.capacity();
+                    let data = std::mem::replace(&mut self.data, Vec::with_capacity(capacity));
+                    full.push((data, self.size));
+                    self.lines = 0;
+                    chunk = &chunk[at + 1..];
+                }
+                None => {
+                    self.data.extend_from_slice(chunk);
+                    self.lines += found;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The last window, unless the data ended with a full one; a line without its end
+    /// counts as a row.
+    pub(super) fn finish(self) -> Option<(Vec<u8>, usize)> {
+        if self.data.is_empty() {
+            return None;
+        }
+        let unfinished = usize::from(self.data.last() != Some(&b'\n'));
+        Some((self.data, self.lines + unfinished))
+    }
+}
+
 /// Splits COPY data into rows. The server sends one row per message, but a row may be
 /// split across chunks, so an unfinished line waits for the next chunk.
 #[derive(Debug)]
@@ -335,6 +401,45 @@ mod tests {
                 vec![json!(3), Value::Null]
             ]
         );
+    }
+
+    /// The windows `size` cuts `chunks` into: (text, line count).
+    fn windows(size: usize, chunks: &[&[u8]]) -> Vec<(String, usize)> {
+        let mut split = CopyWindows::new(size);
+        let mut full = Vec::new();
+        for chunk in chunks {
+            split.feed(chunk, &mut full);
+        }
+        full.extend(split.finish());
+        full.into_iter()
+            .map(|(data, lines)| (String::from_utf8(data).unwrap(), lines))
+            .collect()
+    }
+
+    #[test]
+    fn windows_hold_whole_lines() {
+        let owned = |cuts: &[(&str, usize)]| -> Vec<(String, usize)> {
+            cuts.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+        };
+        // One line a chunk, as the server sends them; the last window is shorter.
+        assert_eq!(
+            windows(2, &[b"a\n", b"b\n", b"c\n"]),
+            owned(&[("a\nb\n", 2), ("c\n", 1)])
+        );
+        // A chunk holding several lines across window ends, and a line split across
+        // chunks; data ending on a window's end leaves no empty window.
+        assert_eq!(
+            windows(2, &[b"a\nb\nc\nd", b"d\ne", b"\n"]),
+            owned(&[("a\nb\n", 2), ("c\ndd\n", 2), ("e\n", 1)])
+        );
+        assert_eq!(
+            windows(3, &[b"a\nb\nc\nd\ne\nf\n"]),
+            owned(&[("a\nb\nc\n", 3), ("d\ne\nf\n", 3)])
+        );
+        // An unfinished last line is a row of the last window (the parser reports it).
+        assert_eq!(windows(5, &[b"a\nb"]), owned(&[("a\nb", 2)]));
+        assert_eq!(windows(1, &[b"x\n"]), owned(&[("x\n", 1)]));
+        assert!(windows(4, &[b"", b""]).is_empty());
     }
 
     #[test]
