@@ -42,7 +42,51 @@ pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::
 /// A hash set with the hasher of [`FastMap`].
 pub(crate) type FastSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;
 
+/// Whether `set`, of lowercase names, holds `name` compared without ASCII case — without
+/// allocating for names of up to 64 bytes (it runs for every field of every row).
+pub(crate) fn contains_lowercase<S: std::hash::BuildHasher>(
+    set: &std::collections::HashSet<String, S>,
+    name: &str,
+) -> bool {
+    let mut buffer = [0u8; 64];
+    match buffer.get_mut(..name.len()) {
+        Some(lower) => {
+            lower.copy_from_slice(name.as_bytes());
+            // ASCII lowercasing keeps UTF-8 valid.
+            lower.make_ascii_lowercase();
+            std::str::from_utf8(lower).is_ok_and(|lower| set.contains(lower))
+        }
+        None => set.contains(&name.to_ascii_lowercase()),
+    }
+}
+
 pub use run::{EngineError, RunContext, RunEnd, RunOptions, RunTarget, execute};
 pub use runner::Runner;
 pub use spec::{CompiledSync, SyncDocument, TargetConfig};
 pub use tokio_util::sync::CancellationToken;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowercase_names_are_found_whatever_their_case() {
+        let long = "a".repeat(70);
+        let set: FastSet<String> = ["accountid", "ownerid", "straße__c", long.as_str()]
+            .iter()
+            .map(|name| name.to_string())
+            .collect();
+        for name in [
+            "AccountId",
+            "accountid",
+            "OWNERID",
+            "STRAßE__c",
+            &"A".repeat(70),
+        ] {
+            assert!(contains_lowercase(&set, name), "{name}");
+        }
+        for name in ["Account", "AccountId ", "", &"a".repeat(64)] {
+            assert!(!contains_lowercase(&set, name), "{name}");
+        }
+    }
+}

@@ -189,7 +189,8 @@ impl BatchPlan {
             rows: Vec::with_capacity(rows.len()),
             ..Selection::default()
         };
-        let mut seen: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+        let mut seen: crate::FastMap<String, usize> =
+            crate::FastMap::with_capacity_and_hasher(rows.len(), Default::default());
         let mut results: Vec<bool> = Vec::with_capacity(self.filters.len());
         for (index, row) in rows.iter().enumerate() {
             // Each filter's result on this row; `None` for target filters.

@@ -70,7 +70,7 @@ pub struct TargetInfo {
     /// The identity's target field is an external id (usable for upsert).
     pub identity_is_external_id: bool,
     /// Lookup and master-detail fields (lowercase).
-    pub reference_fields: HashSet<String>,
+    pub reference_fields: crate::FastSet<String>,
     /// The target is Lead.
     pub is_lead: bool,
 }
@@ -666,7 +666,7 @@ pub fn looks_like_id(value: &str) -> bool {
 pub fn malformed_references(target: &TargetInfo, payload: &Map<String, Value>) -> Vec<String> {
     payload
         .iter()
-        .filter(|(k, _)| target.reference_fields.contains(&k.to_ascii_lowercase()))
+        .filter(|(k, _)| crate::contains_lowercase(&target.reference_fields, k))
         .filter(|(_, v)| match v {
             Value::String(s) => !s.is_empty() && !looks_like_id(s),
             Value::Null => false,
@@ -1131,7 +1131,7 @@ mod tests {
         assert!(!values_equal(&json!("a"), Some(&json!("b"))));
         assert!(!values_equal(&json!("a"), None));
         let target = TargetInfo {
-            reference_fields: ["accountid".to_string()].into(),
+            reference_fields: ["accountid".to_string()].into_iter().collect(),
             ..TargetInfo::default()
         };
         let payload = json!({"AccountId": "not-an-id", "LastName": "x"});

@@ -600,7 +600,7 @@ struct Run {
     sync_id: Uuid,
     counts: ExecutionCounts,
     errors: Vec<String>,
-    seq: HashMap<&'static str, i64>,
+    seq: FastMap<&'static str, i64>,
     lines: Vec<RecordLine>,
     ledger: Vec<LedgerEntry>,
     /// Rows that still failed with `UNABLE_TO_LOCK_ROW`.
@@ -609,8 +609,9 @@ struct Run {
     sort_warned: bool,
     /// Bulk 2.0 jobs of earlier windows still running (oldest first).
     in_flight: VecDeque<InFlight>,
-    /// The identities of the rows in `in_flight`.
-    in_flight_identities: FastSet<String>,
+    /// The identities of the rows in `in_flight`, as [`identity_hash`]es with their
+    /// counts (a collision only makes a window wait for the jobs in flight).
+    in_flight_identities: FastMap<u64, u32>,
     /// The previous flush, still being written to the store while the run goes on.
     pending_flush: Option<PendingFlush>,
     /// The identities seen so far, kept only when the ledger was empty at the start.
@@ -693,13 +694,13 @@ impl Run {
             sync_id: context.sync_id,
             counts: ExecutionCounts::default(),
             errors: Vec::new(),
-            seq: HashMap::new(),
+            seq: FastMap::default(),
             lines: Vec::new(),
             ledger: Vec::new(),
             locked: Vec::new(),
             sort_warned: false,
             in_flight: VecDeque::new(),
-            in_flight_identities: FastSet::default(),
+            in_flight_identities: FastMap::default(),
             pending_flush: None,
             seen: None,
             windows: None,
@@ -965,19 +966,19 @@ impl Run {
         }
         // A row whose identity is still being written by an earlier window's job waits for
         // that outcome (and its ledger entry) before it is compared and planned.
+        let keys: Vec<u64> = rows
+            .iter()
+            .map(|row| identity_hash(&row.identity))
+            .collect();
         if !self.in_flight_identities.is_empty()
-            && rows
+            && keys
                 .iter()
-                .any(|row| self.in_flight_identities.contains(&row.identity))
+                .any(|key| self.in_flight_identities.contains_key(key))
         {
             while !self.in_flight.is_empty() {
                 self.complete_oldest(context, targets).await?;
             }
         }
-        let keys: Vec<u64> = rows
-            .iter()
-            .map(|row| identity_hash(&row.identity))
-            .collect();
         // The ledger entries of an earlier window for the same identities are written first.
         if let Some(pending) = &self.pending_flush
             && keys.iter().any(|key| pending.identities.contains(key))
@@ -1315,8 +1316,12 @@ impl Run {
                 operation = operation_name(operation),
                 rows = rows.len(),
             );
-            self.in_flight_identities
-                .extend(rows.iter().map(|row| row.candidate.row.identity.clone()));
+            for row in &rows {
+                *self
+                    .in_flight_identities
+                    .entry(identity_hash(&row.candidate.row.identity))
+                    .or_insert(0) += 1;
+            }
             let target = target.clone();
             let job = tokio::spawn(
                 async move {
@@ -1355,8 +1360,13 @@ impl Run {
         let joined = (&mut in_flight.job).await;
         let rows = std::mem::take(&mut in_flight.rows);
         for row in &rows {
-            self.in_flight_identities
-                .remove(&row.candidate.row.identity);
+            let key = identity_hash(&row.candidate.row.identity);
+            if let Some(count) = self.in_flight_identities.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.in_flight_identities.remove(&key);
+                }
+            }
         }
         let (values, outcomes) = match joined {
             Ok((values, Ok(outcomes))) => (values, outcomes),
@@ -1782,23 +1792,13 @@ impl Run {
             let named: Vec<String> = reference_errors
                 .iter()
                 .flat_map(|e| e.fields.iter())
-                .filter(|f| {
-                    target
-                        .info
-                        .reference_fields
-                        .contains(&f.to_ascii_lowercase())
-                })
+                .filter(|f| crate::contains_lowercase(&target.info.reference_fields, f))
                 .cloned()
                 .collect();
             let fields: Vec<String> = if named.is_empty() {
                 row.payload
                     .keys()
-                    .filter(|k| {
-                        target
-                            .info
-                            .reference_fields
-                            .contains(&k.to_ascii_lowercase())
-                    })
+                    .filter(|k| crate::contains_lowercase(&target.info.reference_fields, k))
                     .cloned()
                     .collect()
             } else {

@@ -22,7 +22,7 @@
 //!   client-side batches.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -68,7 +68,7 @@ pub struct SalesforceTarget {
     /// Whether lookups are needed at all.
     pub lookups: bool,
     /// The object's field names (lowercase).
-    fields: HashSet<String>,
+    fields: FastSet<String>,
     /// How long to wait before the first status check of a Bulk 2.0 job, in ms (learned
     /// from earlier jobs of the run, shared by the clones running jobs).
     bulk2_wait_ms: Arc<AtomicU64>,
@@ -261,7 +261,7 @@ impl SalesforceTarget {
 
     /// Whether the object has a field.
     pub fn has_field(&self, name: &str) -> bool {
-        self.fields.contains(&name.to_ascii_lowercase())
+        crate::contains_lowercase(&self.fields, name)
     }
 
     /// The key a row's identity is looked up under.
@@ -430,11 +430,12 @@ impl SalesforceTarget {
     /// lacks it or two rows share a value (then only positional Bulk 1.0 results can tell
     /// them apart).
     pub fn bulk2_key(&self, operation: Operation, rows: &[WriteRow]) -> Option<String> {
-        let mut seen = FastSet::with_capacity_and_hasher(rows.len(), Default::default());
+        let mut seen: FastSet<Cow<'_, str>> =
+            FastSet::with_capacity_and_hasher(rows.len(), Default::default());
         match operation {
             Operation::Update | Operation::Delete => {
                 for (id, _) in rows {
-                    if !seen.insert(id.as_deref()?.to_string()) {
+                    if !seen.insert(Cow::Borrowed(id.as_deref()?)) {
                         return None;
                     }
                 }
@@ -447,7 +448,7 @@ impl SalesforceTarget {
                         .iter()
                         .find(|(k, _)| k.eq_ignore_ascii_case(field))
                         .and_then(|(_, v)| csv_text(v))?;
-                    if value.is_empty() || !seen.insert(bulk2_key_value(&value)) {
+                    if value.is_empty() || !seen.insert(bulk2_key_value(value)) {
                         return None;
                     }
                 }
@@ -648,13 +649,20 @@ fn csv_text(value: &Value) -> Option<Cow<'_, str>> {
 
 /// How key values are compared between the upload and the echoed results (external ids
 /// and emails match case-insensitively in Salesforce).
-fn bulk2_key_value(value: &str) -> String {
-    let value = value.trim();
-    if value.is_ascii() {
-        value.to_ascii_lowercase()
-    } else {
-        value.to_lowercase()
+fn bulk2_key_value(value: Cow<'_, str>) -> Cow<'_, str> {
+    let trimmed = value.trim();
+    if trimmed.len() == value.len()
+        && value.is_ascii()
+        && !value.bytes().any(|byte| byte.is_ascii_uppercase())
+    {
+        // Already in its compared form (the common case: nothing to allocate).
+        return value;
     }
+    Cow::Owned(if trimmed.is_ascii() {
+        trimmed.to_ascii_lowercase()
+    } else {
+        trimmed.to_lowercase()
+    })
 }
 
 /// The CSV header: `Id` first for updates and deletes (deletes carry nothing else), then
@@ -780,7 +788,7 @@ fn bulk2_positions(operation: Operation, rows: &[WriteRow], key: &str) -> FastMa
                     .find(|(k, _)| k.eq_ignore_ascii_case(key))
                     .and_then(|(_, v)| csv_text(v)),
             }?;
-            Some((bulk2_key_value(&value), position))
+            Some((bulk2_key_value(value).into_owned(), position))
         })
         .collect()
 }
@@ -795,7 +803,7 @@ fn place_bulk2_results(
     for row in &set.rows {
         let Some(position) = set
             .value(row, key)
-            .and_then(|value| positions.get(&bulk2_key_value(value)))
+            .and_then(|value| positions.get(bulk2_key_value(Cow::Borrowed(value)).as_ref()))
         else {
             continue;
         };
@@ -885,6 +893,21 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn bulk2_keys_compare_trimmed_and_without_case() {
+        let key = |value: &str| bulk2_key_value(Cow::Borrowed(value)).into_owned();
+        assert_eq!(key("ext-1"), "ext-1");
+        assert!(matches!(
+            bulk2_key_value(Cow::Borrowed("ext-1")),
+            Cow::Borrowed(_)
+        ));
+        assert_eq!(key(" EXT-1 "), "ext-1");
+        assert_eq!(key("Ann@Example.com"), "ann@example.com");
+        // Non-ASCII text is lowercased by Unicode's rules, titlecase letters included.
+        assert_eq!(key("ÉLAN"), "élan");
+        assert_eq!(key("ǅ"), "ǆ");
+    }
 
     fn row(id: Option<&str>, payload: Value) -> WriteRow {
         (
