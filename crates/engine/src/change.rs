@@ -175,23 +175,46 @@ pub(crate) fn write_json_str(out: &mut Vec<u8>, text: &str) {
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     let mut start = 0;
-    for (at, byte) in bytes.iter().enumerate() {
-        let escape = ESCAPE[usize::from(*byte)];
-        if escape == 0 {
+    let mut at = 0;
+    while let Some(&byte) = bytes.get(at) {
+        // Eight bytes at a time while none of them needs an escape (nearly all text).
+        if let Some(word) = bytes.get(at..at + 8)
+            && let Ok(word) = <[u8; 8]>::try_from(word)
+            && !needs_escape(u64::from_le_bytes(word))
+        {
+            at += 8;
             continue;
         }
-        out.extend_from_slice(&bytes[start..at]);
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(byte >> 4)]);
-            out.push(HEX[usize::from(byte & 0x0f)]);
-        } else {
-            out.extend_from_slice(&[b'\\', escape]);
+        let escape = ESCAPE[usize::from(byte)];
+        if escape != 0 {
+            out.extend_from_slice(&bytes[start..at]);
+            if escape == b'u' {
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[usize::from(byte >> 4)]);
+                out.push(HEX[usize::from(byte & 0x0f)]);
+            } else {
+                out.extend_from_slice(&[b'\\', escape]);
+            }
+            start = at + 1;
         }
-        start = at + 1;
+        at += 1;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
+}
+
+/// Whether any of a word's eight bytes is one [`ESCAPE`] escapes: a control character
+/// (below 0x20), `"` or `\`. Exact as a whole (the per-byte borrows of the subtractions
+/// can only mark bytes after one that matched).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |word: u64, bound: u64| word.wrapping_sub(ONES * bound) & !word & HIGH;
+    let zero = |word: u64| below(word, 1);
+    (below(word, 0x20)
+        | zero(word ^ (ONES * u64::from(b'"')))
+        | zero(word ^ (ONES * u64::from(b'\\'))))
+        != 0
 }
 
 /// The first 16 bytes of a digest as lowercase hex (32 characters).
@@ -400,6 +423,34 @@ mod tests {
     }
 
     #[test]
+    fn words_needing_an_escape_are_found_exactly() {
+        let bytewise = |word: u64| {
+            word.to_le_bytes()
+                .iter()
+                .any(|byte| ESCAPE[usize::from(*byte)] != 0)
+        };
+        for position in 0..8 {
+            for byte in 0..=255u8 {
+                for fill in [b'a', 0x80, 0xff, b' ', b'#'] {
+                    let mut word = [fill; 8];
+                    word[position] = byte;
+                    let word = u64::from_le_bytes(word);
+                    assert_eq!(needs_escape(word), bytewise(word), "{word:#018x}");
+                }
+            }
+        }
+        // Pseudo-random words, rich in the bytes around the bounds.
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let word = (state >> 7) & 0x7f7f_7f7f_7f7f_7f7f ^ (state & 0x8080_0000_8000_0080);
+            assert_eq!(needs_escape(word), bytewise(word), "{word:#018x}");
+        }
+    }
+
+    #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {
         let every_control: String = (0u8..0x20).map(char::from).collect();
         for text in [
@@ -408,6 +459,11 @@ mod tests {
             "",
             "plain",
             "ends with \\",
+            // Escapes at every position of an eight-byte word, and across words.
+            "abcdefg\"hijklmno\\pqrstuvw\nxyz0123456789 with a long plain tail",
+            "\"bcdefgh",
+            "abcdefg\u{1f}",
+            "\u{7f}\u{80}\u{ff}é🦀🦀🦀\u{1}",
         ] {
             let mut ours = Vec::new();
             write_json_str(&mut ours, text);
