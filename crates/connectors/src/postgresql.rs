@@ -716,6 +716,26 @@ fn read_error(error: sqlx::Error) -> SourceError {
     }
 }
 
+/// A read of `selection` on its own task ([`source::batched`]).
+fn read_stream(
+    config: &Value,
+    selection: &Selection,
+    limit: Option<u64>,
+    batch_size: usize,
+    question: Option<SkipQuestion>,
+) -> BoxStream<'static, Result<RowBatch, SourceError>> {
+    let config = config.clone();
+    let selection = selection.clone();
+    source::batched(batch_size, move |mut batcher| async move {
+        let parsed = parse_source_config(&config)?;
+        parsed
+            .read_into(&selection, limit, &mut batcher, question)
+            .await?;
+        let _ = batcher.finish().await;
+        Ok(())
+    })
+}
+
 fn parse_source_config(config: &Value) -> Result<PostgresqlConfig, SourceError> {
     PostgresqlConfig::from_value(config).map_err(|e| SourceError::Configuration(e.to_string()))
 }
@@ -756,16 +776,7 @@ impl ModelSource for PostgresqlConnector {
         limit: Option<u64>,
         batch_size: usize,
     ) -> BoxStream<'static, Result<RowBatch, SourceError>> {
-        let config = config.clone();
-        let selection = selection.clone();
-        source::batched(batch_size, move |mut batcher| async move {
-            let parsed = parse_source_config(&config)?;
-            parsed
-                .read_into(&selection, limit, &mut batcher, None)
-                .await?;
-            let _ = batcher.finish().await;
-            Ok(())
-        })
+        read_stream(config, selection, limit, batch_size, None)
     }
 
     fn read_skipping(
@@ -775,16 +786,7 @@ impl ModelSource for PostgresqlConnector {
         batch_size: usize,
         question: SkipQuestion,
     ) -> BoxStream<'static, Result<RowBatch, SourceError>> {
-        let config = config.clone();
-        let selection = selection.clone();
-        source::batched(batch_size, move |mut batcher| async move {
-            let parsed = parse_source_config(&config)?;
-            parsed
-                .read_into(&selection, None, &mut batcher, Some(question))
-                .await?;
-            let _ = batcher.finish().await;
-            Ok(())
-        })
+        read_stream(config, selection, None, batch_size, Some(question))
     }
 }
 

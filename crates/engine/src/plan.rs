@@ -677,14 +677,15 @@ pub fn malformed_references(target: &TargetInfo, payload: &Map<String, Value>) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
     use super::*;
     use crate::spec::{ModelFieldRef, ModelInfo, SyncDocument, compile};
 
-    fn sync(mode: &str, config: Value, identity: bool) -> CompiledSync {
+    /// A Lead sync of model fields `email` (the identity), `name` and `company`.
+    pub(crate) fn sync(mode: &str, config: Value, identity: bool) -> CompiledSync {
         let mut document = json!({
             "name": "s", "mode": mode,
             "target": {"connection_id": Uuid::nil(), "object": "Lead", "configuration": config},

@@ -2017,34 +2017,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::spec::{ModelFieldRef, ModelInfo, SyncDocument, compile};
-
-    fn sync() -> CompiledSync {
-        let field = |name: &str| json!({"model_id": Uuid::nil(), "field": name});
-        let document: SyncDocument = serde_json::from_value(json!({
-            "name": "s", "mode": "updateOrCreate",
-            "target": {"connection_id": Uuid::nil(), "object": "Lead", "configuration": {}},
-            "identity": {"source": field("email"), "target": "Email", "function": "Equality"},
-            "fields": [{"target": "LastName", "source": field("name")}],
-            "schedule": {"frequency": "manual"}
-        }))
-        .unwrap();
-        let model = ModelInfo {
-            id: Uuid::nil(),
-            fields: ["email", "name"]
-                .iter()
-                .map(|n| ModelFieldRef {
-                    id: n.to_string(),
-                    name: n.to_string(),
-                })
-                .collect(),
-            identifier: Some("email".into()),
-        };
-        compile(&document, &model).unwrap()
-    }
 
     fn batch(rows: Vec<Vec<Value>>, raw: Option<RawWindow>) -> RowBatch {
-        let fields: Vec<SourceField> = ["email", "name"]
+        let fields: Vec<SourceField> = ["email", "name", "company"]
             .iter()
             .map(|name| SourceField {
                 name: name.to_string(),
@@ -2069,7 +2044,7 @@ mod tests {
 
     #[test]
     fn sources_skip_exactly_the_marked_raw_windows() {
-        let sync = sync();
+        let sync = crate::plan::tests::sync("updateOrCreate", json!({}), true);
         let digest = sync_digest(&sync);
         let read = raw(7, 2, false);
         let marking = Arc::new(Marking {
@@ -2105,8 +2080,8 @@ mod tests {
 
         // A window built from the same data is marked too, by the same fingerprint.
         let rows = vec![
-            vec![json!("a@x.com"), json!("Ann")],
-            vec![json!("b@x.com"), json!("Bo")],
+            vec![json!("a@x.com"), json!("Ann"), json!("A Inc")],
+            vec![json!("b@x.com"), json!("Bo"), json!("B Inc")],
         ];
         let built = prepare_window(
             &sync,
