@@ -613,7 +613,6 @@ impl PostgresqlConfig {
         {
             return Ok(());
         }
-        windows.parser.finish().map_err(SourceError::Read)?;
         drop(data);
         let _ = connection.execute("ROLLBACK").await;
         let _ = connection.close().await;
@@ -688,7 +687,7 @@ impl CopyWindowReader {
         }
         let mut rows = Vec::with_capacity(lines);
         self.parser
-            .feed(window, &mut rows)
+            .read(window, &mut rows)
             .map_err(SourceError::Read)?;
         Ok(batcher.send_window(rows, raw).await)
     }

@@ -13,7 +13,7 @@ use super::PgRead;
 use crate::source;
 
 /// Cuts COPY data into windows of whole lines, `size` lines each (the last one may be
-/// shorter, and may end without a line end, which [`CopyRows`] then reports).
+/// shorter, and may end without a line end, which [`CopyRows::read`] then reports).
 #[derive(Debug)]
 pub(super) struct CopyWindows {
     size: usize,
@@ -36,19 +36,11 @@ impl CopyWindows {
     pub(super) fn feed(&mut self, mut chunk: &[u8], full: &mut Vec<(Vec<u8>, usize)>) {
         while !chunk.is_empty() {
             let wanted = self.size - self.lines;
-            let mut ends = memchr::memchr_iter(b'\n', chunk);
             let mut found = 0;
-            let end = loop {
-                match ends.next() {
-                    Some(at) => {
-                        found += 1;
-                        if found == wanted {
-                            break Some(at);
-                        }
-                    }
-                    None => break None,
-                }
-            };
+            let end = memchr::memchr_iter(b'\n', chunk).find(|_| {
+                found += 1;
+                found == wanted
+            });
             match end {
                 Some(at) => {
                     self.data.extend_from_slice(&chunk[..=at]);
@@ -78,56 +70,34 @@ impl CopyWindows {
     }
 }
 
-/// Splits COPY data into rows. The server sends one row per message, but a row may be
-/// split across chunks, so an unfinished line waits for the next chunk.
+/// Turns windows of whole COPY lines ([`CopyWindows`]) into rows.
 #[derive(Debug)]
 pub(super) struct CopyRows {
     reads: Vec<PgRead>,
-    /// The start of a line whose end has not arrived yet.
-    partial: Vec<u8>,
     /// Rows read so far (for error messages).
     rows: u64,
 }
 
 impl CopyRows {
     pub(super) fn new(reads: Vec<PgRead>) -> Self {
-        CopyRows {
-            reads,
-            partial: Vec::new(),
-            rows: 0,
-        }
+        CopyRows { reads, rows: 0 }
     }
 
-    /// Reads the complete lines of `chunk` (after what earlier chunks left) into `out`.
-    pub(super) fn feed(&mut self, chunk: &[u8], out: &mut Vec<Vec<Value>>) -> Result<(), String> {
-        let mut rest = chunk;
-        if !self.partial.is_empty() {
-            let Some(end) = memchr::memchr(b'\n', rest) else {
-                self.partial.extend_from_slice(rest);
-                return Ok(());
-            };
-            self.partial.extend_from_slice(&rest[..end]);
-            rest = &rest[end + 1..];
-            let line = std::mem::take(&mut self.partial);
-            out.push(self.row(&line)?);
-        }
+    /// Reads the lines of `window` into `out`; a window ending inside a line (only the
+    /// data's last one can) is an error.
+    pub(super) fn read(&mut self, window: &[u8], out: &mut Vec<Vec<Value>>) -> Result<(), String> {
+        let mut rest = window;
         while let Some(end) = memchr::memchr(b'\n', rest) {
             out.push(self.row(&rest[..end])?);
             rest = &rest[end + 1..];
         }
-        self.partial.extend_from_slice(rest);
-        Ok(())
-    }
-
-    /// Checks that the data ended with a complete line.
-    pub(super) fn finish(&self) -> Result<(), String> {
-        if self.partial.is_empty() {
+        if rest.is_empty() {
             Ok(())
         } else {
             Err(format!(
                 "the COPY data ended inside row {} ({} bytes without a line end)",
                 self.rows + 1,
-                self.partial.len()
+                rest.len()
             ))
         }
     }
@@ -316,13 +286,20 @@ mod tests {
 
     use super::*;
 
+    /// The rows of COPY data arriving as `chunks`, read window by window as the reader
+    /// does.
     fn rows(reads: Vec<PgRead>, chunks: &[&[u8]]) -> Result<Vec<Vec<Value>>, String> {
+        let mut split = CopyWindows::new(2);
+        let mut windows = Vec::new();
+        for chunk in chunks {
+            split.feed(chunk, &mut windows);
+        }
+        windows.extend(split.finish());
         let mut parser = CopyRows::new(reads);
         let mut out = Vec::new();
-        for chunk in chunks {
-            parser.feed(chunk, &mut out)?;
+        for (window, _) in windows {
+            parser.read(&window, &mut out)?;
         }
-        parser.finish()?;
         Ok(out)
     }
 
