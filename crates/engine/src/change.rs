@@ -260,7 +260,7 @@ pub fn window_fingerprint(
     for field in fields {
         bytes.clear();
         write_tagged_str(&mut bytes, &field.name);
-        write_tagged_str(&mut bytes, &format!("{:?}", field.field_type));
+        write_tagged_str(&mut bytes, field.field_type.as_str());
         write_tagged_str(&mut bytes, &field.remote_type);
         hasher.update(&bytes);
     }

@@ -412,6 +412,22 @@ struct Marking {
 }
 
 impl Marking {
+    /// The fingerprint of window `number`: from the source's own fingerprint of its raw
+    /// data when it has one, else from its values.
+    fn fingerprint(&self, number: usize, batch: &RowBatch) -> String {
+        match &batch.raw {
+            Some(raw) => raw_window_fingerprint(&self.digest, number as u64, raw),
+            None => window_fingerprint(&self.digest, number as u64, &batch.fields, &batch.rows),
+        }
+    }
+
+    /// Whether window `number` is marked with `fingerprint`.
+    fn holds(&self, number: usize, fingerprint: &str) -> bool {
+        self.known
+            .get(&number)
+            .is_some_and(|mark| mark == fingerprint)
+    }
+
     /// The source's test of a window it read raw
     /// ([`ferry_connectors::ModelSource::read_skipping`]): whether the window matches its
     /// mark, so its rows need not be built. `None` when there is no mark to skip by.
@@ -421,9 +437,10 @@ impl Marking {
         }
         Some(std::sync::Arc::new(
             move |number: usize, raw: &RawWindow| {
-                marking.known.get(&number).is_some_and(|mark| {
-                    *mark == raw_window_fingerprint(&marking.digest, number as u64, raw)
-                })
+                marking.holds(
+                    number,
+                    &raw_window_fingerprint(&marking.digest, number as u64, raw),
+                )
             },
         ))
     }
@@ -539,13 +556,10 @@ fn prepare_window(
 ) -> Result<PreparedWindow, EngineError> {
     let read = batch.raw.map_or(batch.rows.len(), |raw| raw.rows);
     let plan = BatchPlan::new(sync, &batch.fields)?;
-    let fingerprint = marking.map(|marking| match &batch.raw {
-        Some(raw) => raw_window_fingerprint(&marking.digest, number as u64, raw),
-        None => window_fingerprint(&marking.digest, number as u64, &batch.fields, &batch.rows),
-    });
+    let fingerprint = marking.map(|marking| marking.fingerprint(number, &batch));
     let marked = marking
-        .zip(fingerprint.as_ref())
-        .is_some_and(|(marking, fingerprint)| marking.known.get(&number) == Some(fingerprint));
+        .zip(fingerprint.as_deref())
+        .is_some_and(|(marking, fingerprint)| marking.holds(number, fingerprint));
     if batch.raw.is_some_and(|raw| raw.skipped) && !marked {
         return Err(EngineError::Source(SourceError::Read(format!(
             "the source left window {number} unread, which the run has no mark for"
@@ -871,10 +885,12 @@ impl Run {
         ledger_empty: bool,
     ) -> Result<Option<Marking>, EngineError> {
         let (sync, options) = (&context.sync, &context.options);
-        let marks_apply = options.identities.is_none() && !sync.has_target_filters();
+        if options.identities.is_some() || sync.has_target_filters() {
+            return Ok(None);
+        }
         let force = options.resync || sync.sync_all_records;
         let baseline = sync.skip_initial_backfill && context.first_run && !force;
-        let known: FastMap<usize, String> = if marks_apply && !force && !baseline && !ledger_empty {
+        let known: FastMap<usize, String> = if !force && !baseline && !ledger_empty {
             let marks = context.store.window_marks(context.sync_id).await?;
             marks
                 .into_iter()
@@ -883,9 +899,6 @@ impl Run {
         } else {
             FastMap::default()
         };
-        if !marks_apply {
-            return Ok(None);
-        }
         if !options.test {
             self.windows = Some(Vec::new());
         } else if known.is_empty() {
