@@ -131,6 +131,12 @@ impl Harness {
             .sum()
     }
 
+    /// The sync's window marks, `(window number, fingerprint)` in window order.
+    async fn marks(&self, sync: &str) -> Vec<(i64, String)> {
+        let sync_id: uuid::Uuid = sync.parse().unwrap();
+        self.state.store().window_marks(sync_id).await.unwrap()
+    }
+
     async fn query(&self, soql: &str) -> Vec<serde_json::Map<String, Value>> {
         self.salesforce
             .query_all_pages(soql, QueryScope::Live)
@@ -351,7 +357,7 @@ async fn update_or_create(h: Harness) {
     assert_eq!(records.len(), 5);
     // Every row of the one read window was confirmed: the window is marked.
     let sync_id: uuid::Uuid = sync.parse().unwrap();
-    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    let marks = h.marks(&sync).await;
     assert_eq!(marks.len(), 1, "{marks:?}");
     assert_eq!(marks[0].0, 0);
 
@@ -389,7 +395,7 @@ async fn update_or_create(h: Harness) {
         before,
         "an unchanged run writes nothing"
     );
-    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    let marks = h.marks(&sync).await;
     assert_eq!(marks.len(), 1, "{marks:?}");
     if h.pg.is_none() {
         // The marked window is skipped whole, its rows not even looked up: with the
@@ -409,11 +415,11 @@ async fn update_or_create(h: Harness) {
         // A test run reads the marks too, and leaves them.
         let test = h.run(&sync, json!({"test": true})).await;
         assert_counts(&test, json!({"total": 0, "update": 0}));
-        assert_eq!(h.state.store().window_marks(sync_id).await.unwrap(), marks);
+        assert_eq!(h.marks(&sync).await, marks);
         // A resync pushes every row whatever the marks say (and marks the window again).
         let resync = h.run(&sync, json!({"resync": true})).await;
         assert_counts(&resync, json!({"total": 5, "update": 5}));
-        assert_eq!(h.state.store().window_marks(sync_id).await.unwrap(), marks);
+        assert_eq!(h.marks(&sync).await, marks);
         db.close().await.unwrap();
     }
 
@@ -438,12 +444,7 @@ async fn update_or_create(h: Harness) {
     let fourth = h.run(&sync, json!({})).await;
     assert_counts(&fourth, json!({"total": 1, "update": 0, "error": 1}));
     assert!(
-        h.state
-            .store()
-            .window_marks(sync_id)
-            .await
-            .unwrap()
-            .is_empty(),
+        h.marks(&sync).await.is_empty(),
         "a window with a failed row is not marked"
     );
     let errors = h.log(&sync, &fourth, "errors").await;
@@ -456,7 +457,7 @@ async fn update_or_create(h: Harness) {
         .await;
     let sixth = h.run(&sync, json!({})).await;
     assert_counts(&sixth, json!({"total": 1, "update": 1, "error": 0}));
-    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    let marks = h.marks(&sync).await;
     assert_eq!(marks.len(), 1, "clean again: {marks:?}");
 
     // Resync re-pushes everything (as updates: the records exist).
@@ -1257,9 +1258,9 @@ async fn postgresql_model(h: Harness) {
     );
     let again = h.run(&sync, json!({})).await;
     assert_counts(&again, json!({"total": 0}));
-    // The marked window was left unbuilt by the reader; a changed row makes it read again.
-    let sync_id: uuid::Uuid = sync.parse().unwrap();
-    let marks = h.state.store().window_marks(sync_id).await.unwrap();
+    // The window is marked (from the reader's fingerprint of its COPY text); a row changed
+    // in PostgreSQL changes that fingerprint, so the row is sent and the mark replaced.
+    let marks = h.marks(&sync).await;
     assert_eq!(marks.len(), 1, "{marks:?}");
     let mut pg = options.connect().await.unwrap();
     pg.execute("UPDATE people SET last_name = 'Abler' WHERE email = 'a@example.com'")
@@ -1272,13 +1273,14 @@ async fn postgresql_model(h: Harness) {
         .query("SELECT LastName FROM Contact WHERE Email = 'a@example.com'")
         .await;
     assert_eq!(able[0]["LastName"], "Abler");
-    let remarked = h.state.store().window_marks(sync_id).await.unwrap();
+    let remarked = h.marks(&sync).await;
     assert_eq!(remarked.len(), 1);
     assert_ne!(remarked[0].1, marks[0].1, "the window's data changed");
     let unchanged = h.run(&sync, json!({})).await;
     assert_counts(&unchanged, json!({"total": 0}));
 
     // An execution a dead process left running.
+    let sync_id: uuid::Uuid = sync.parse().unwrap();
     let orphan = h
         .state
         .store()
@@ -1548,12 +1550,10 @@ async fn window_marks_are_per_window() {
         json!({"ingestion_api": "rest"}),
     );
     let sync = h.create_sync(body).await;
-    let sync_id: uuid::Uuid = sync.parse().unwrap();
-    let marks = || async { h.state.store().window_marks(sync_id).await.unwrap() };
 
     let first = h.run(&sync, json!({})).await;
     assert_counts(&first, json!({"total": 4_505, "insert": 4_505, "error": 0}));
-    let all = marks().await;
+    let all = h.marks(&sync).await;
     let numbers: Vec<i64> = all.iter().map(|(number, _)| *number).collect();
     assert_eq!(numbers, [0, 1, 2]);
 
@@ -1565,7 +1565,7 @@ async fn window_marks_are_per_window() {
     let changed = h.run(&sync, json!({})).await;
     assert_counts(&changed, json!({"total": 1, "update": 1, "error": 0}));
     assert_eq!(h.write_calls().await - before, 1);
-    let after = marks().await;
+    let after = h.marks(&sync).await;
     assert_eq!(after.len(), 3);
     assert_eq!(after[0], all[0]);
     assert_ne!(after[1], all[1]);
@@ -1579,7 +1579,12 @@ async fn window_marks_are_per_window() {
     .await;
     let failed = h.run(&sync, json!({})).await;
     assert_counts(&failed, json!({"total": 1, "update": 0, "error": 1}));
-    let numbers: Vec<i64> = marks().await.iter().map(|(number, _)| *number).collect();
+    let numbers: Vec<i64> = h
+        .marks(&sync)
+        .await
+        .iter()
+        .map(|(number, _)| *number)
+        .collect();
     assert_eq!(numbers, [0, 1]);
     let retried = h.run(&sync, json!({})).await;
     assert_counts(&retried, json!({"total": 1, "error": 1}));
@@ -1589,7 +1594,7 @@ async fn window_marks_are_per_window() {
         .await;
     let fixed = h.run(&sync, json!({})).await;
     assert_counts(&fixed, json!({"total": 1, "update": 1, "error": 0}));
-    assert_eq!(marks().await.len(), 3);
+    assert_eq!(h.marks(&sync).await.len(), 3);
     let fixed_state = h
         .query("SELECT LastName FROM Contact WHERE Email = 'p4400@example.com'")
         .await;
@@ -1600,7 +1605,7 @@ async fn window_marks_are_per_window() {
     let quiet = h.run(&sync, json!({})).await;
     assert_counts(&quiet, json!({"total": 0, "update": 0, "error": 0}));
     assert_eq!(h.write_calls().await, before);
-    assert_eq!(marks().await.len(), 3);
+    assert_eq!(h.marks(&sync).await.len(), 3);
 
     // A changed mapping changes every fingerprint: every row is compared (and sent, as
     // its mapped values changed).
@@ -1616,7 +1621,7 @@ async fn window_marks_are_per_window() {
         &remapped,
         json!({"total": 4_505, "update": 4_505, "error": 0}),
     );
-    let remarked = marks().await;
+    let remarked = h.marks(&sync).await;
     assert_eq!(remarked.len(), 3);
     assert!(remarked.iter().zip(&all).all(|(new, old)| new.1 != old.1));
     h.finish().await;
