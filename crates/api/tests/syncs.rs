@@ -1258,6 +1258,62 @@ async fn postgresql_model(h: Harness) {
     );
     let again = h.run(&sync, json!({})).await;
     assert_counts(&again, json!({"total": 0}));
+    // The run answers the reader with its marks, and the reader leaves the marked window
+    // unbuilt: an execution run here passes the run's answer on to its reader through a
+    // probe that records what the reader asked and was told.
+    let sync_id: uuid::Uuid = sync.parse().unwrap();
+    let store = h.state.store();
+    let organization_id = store
+        .authenticate(&h.key)
+        .await
+        .unwrap()
+        .unwrap()
+        .organization_id;
+    let stored = store.sync(organization_id, sync_id).await.unwrap();
+    let execution = store.create_execution(sync_id, "manual").await.unwrap();
+    let prepared = ferry_api::syncs::prepare_model_sync(&h.state, organization_id, &stored)
+        .await
+        .unwrap();
+    let mut context = prepared
+        .into_context(
+            &h.state,
+            sync_id,
+            execution.id,
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let reader = context
+        .skips
+        .take()
+        .expect("a run's reader waits for an answer");
+    let (run_side, question) = ferry_connectors::skip_channel();
+    context.skips = Some(run_side);
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = asked.clone();
+    let probe = tokio::spawn(async move {
+        let skip = question
+            .answer()
+            .await
+            .expect("the run answers with its marks");
+        reader.answer(Some(std::sync::Arc::new(
+            move |number, raw: &ferry_connectors::RawWindow| {
+                let skipped = skip(number, raw);
+                log.lock().unwrap().push((number, raw.rows, skipped));
+                skipped
+            },
+        )));
+    });
+    let end = ferry_engine::execute(context).await;
+    probe.await.unwrap();
+    assert_eq!(end.status, "completed", "{:?}", end.errors);
+    assert_eq!(end.counts.total, 0);
+    assert_eq!(
+        *asked.lock().unwrap(),
+        [(0, 2, true)],
+        "window 0 skipped unbuilt"
+    );
     // The window is marked (from the reader's fingerprint of its COPY text); a row changed
     // in PostgreSQL changes that fingerprint, so the row is sent and the mark replaced.
     let marks = h.marks(&sync).await;
@@ -1280,7 +1336,6 @@ async fn postgresql_model(h: Harness) {
     assert_counts(&unchanged, json!({"total": 0}));
 
     // An execution a dead process left running.
-    let sync_id: uuid::Uuid = sync.parse().unwrap();
     let orphan = h
         .state
         .store()

@@ -195,7 +195,7 @@ pub struct SkipQuestion(tokio::sync::oneshot::Receiver<Option<WindowSkip>>);
 
 impl SkipQuestion {
     /// Waits for the consumer's answer (`None` when it dropped its side unanswered).
-    pub(crate) async fn answer(self) -> Option<WindowSkip> {
+    pub async fn answer(self) -> Option<WindowSkip> {
         self.0.await.ok().flatten()
     }
 }
