@@ -18,59 +18,91 @@ use sqlx::{PgPool, SqlitePool};
 
 use crate::{DynStore, MetadataStore, Result, StoreError};
 
-/// Forward-only migrations, embedded in the binary: `(version, description, SQL)`. The SQL is
-/// written once for both backends; PostgreSQL spells SQLite's `BLOB` as `BYTEA`. Never edit a
-/// migration that has shipped; add a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (1, "init", include_str!("../migrations/0001_init.sql")),
+/// Forward-only migrations, embedded in the binary: `(version, description, SQL, PostgreSQL's
+/// own SQL)`. The SQL is written once for both backends (PostgreSQL spells SQLite's `BLOB` as
+/// `BYTEA`) unless PostgreSQL's own is given, for a change that only one backend can make.
+/// Never edit a migration that has shipped; add a new one.
+const MIGRATIONS: &[(i64, &str, &str, Option<&str>)] = &[
+    (1, "init", include_str!("../migrations/0001_init.sql"), None),
     (
         2,
         "oauth states",
         include_str!("../migrations/0002_oauth_states.sql"),
+        None,
     ),
-    (3, "models", include_str!("../migrations/0003_models.sql")),
-    (4, "syncs", include_str!("../migrations/0004_syncs.sql")),
+    (
+        3,
+        "models",
+        include_str!("../migrations/0003_models.sql"),
+        None,
+    ),
+    (
+        4,
+        "syncs",
+        include_str!("../migrations/0004_syncs.sql"),
+        None,
+    ),
     (
         5,
         "events and webhooks",
         include_str!("../migrations/0005_events_webhooks.sql"),
+        None,
     ),
     (
         6,
         "bulk syncs",
         include_str!("../migrations/0006_bulk_syncs.sql"),
+        None,
     ),
-    (7, "jobs", include_str!("../migrations/0007_jobs.sql")),
+    (7, "jobs", include_str!("../migrations/0007_jobs.sql"), None),
     (
         8,
         "connection health checks",
         include_str!("../migrations/0008_connection_health.sql"),
+        None,
     ),
     (
         9,
         "proxy calls",
         include_str!("../migrations/0009_proxy_calls.sql"),
+        None,
     ),
     (
         10,
         "bulk jobs of model syncs",
         include_str!("../migrations/0010_sync_write_jobs.sql"),
+        None,
     ),
     (
         11,
         "window marks of model syncs",
         include_str!("../migrations/0011_sync_window_marks.sql"),
+        None,
+    ),
+    (
+        12,
+        "packed record logs",
+        include_str!("../migrations/0012_packed_record_logs.sql"),
+        None,
+    ),
+    (
+        13,
+        "the ledger as one b-tree",
+        include_str!("../migrations/0013_ledger_one_btree.sql"),
+        Some(include_str!(
+            "../migrations/0013_ledger_one_btree.postgres.sql"
+        )),
     ),
 ];
 
 fn migrator(postgres: bool) -> Migrator {
     let migrations = MIGRATIONS
         .iter()
-        .map(|(version, description, sql)| {
-            let sql = if postgres {
-                Cow::Owned(sql.replace("BLOB", "BYTEA"))
-            } else {
-                Cow::Borrowed(*sql)
+        .map(|(version, description, sql, postgres_sql)| {
+            let sql = match (postgres, postgres_sql) {
+                (true, Some(own)) => Cow::Borrowed(*own),
+                (true, None) => Cow::Owned(sql.replace("BLOB", "BYTEA")),
+                (false, _) => Cow::Borrowed(*sql),
             };
             Migration::new(
                 *version,
@@ -253,5 +285,114 @@ mod cancel_tests {
             sqlx::query("SELECT 1").execute(&mut *tx).await.unwrap();
             tx.commit().await.unwrap();
         }
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use crate::testing::postgres_database;
+
+    /// The migrations before `version`.
+    fn migrator_before(version: i64, postgres: bool) -> Migrator {
+        let mut migrator = migrator(postgres);
+        migrator
+            .migrations
+            .to_mut()
+            .retain(|migration| migration.version < version);
+        migrator
+    }
+
+    const PARENTS: [&str; 3] = [
+        "INSERT INTO organizations (id, name, created_at) VALUES ('o', 'acme', 0)",
+        "INSERT INTO connections (id, organization_id, name, type, configuration, status, \
+         policies, created_at, updated_at) VALUES ('c', 'o', 'sf', 'salesforce', '{}', \
+         'healthy', '[]', 0, 0)",
+        "INSERT INTO syncs (id, organization_id, name, mode, target_connection_id, model_ids, \
+         active, document, created_at, updated_at) VALUES ('s', 'o', 's', 'update', 'c', \
+         '[]', TRUE, '{}', 0, 0)",
+    ];
+
+    const ENTRIES: &str = "INSERT INTO sync_ledger \
+        (sync_id, identity, hash, record_id, outcome, error_code, updated_at) VALUES \
+        ('s', 'b@x.com', 'h2', NULL, 'failed', 'REQUIRED_FIELD_MISSING', 2), \
+        ('s', 'a@x.com', 'h1', '003000000000001AAA', 'inserted', NULL, 1)";
+
+    const READ: &str = "SELECT identity, hash, record_id, outcome, error_code, updated_at \
+        FROM sync_ledger ORDER BY identity";
+
+    type Entry = (String, String, Option<String>, String, Option<String>, i64);
+
+    fn expected() -> Vec<Entry> {
+        vec![
+            (
+                "a@x.com".into(),
+                "h1".into(),
+                Some("003000000000001AAA".into()),
+                "inserted".into(),
+                None,
+                1,
+            ),
+            (
+                "b@x.com".into(),
+                "h2".into(),
+                None,
+                "failed".into(),
+                Some("REQUIRED_FIELD_MISSING".into()),
+                2,
+            ),
+        ]
+    }
+
+    /// Migration 13 moves SQLite's ledger into one B-tree with every entry, and the key and
+    /// the cascade from the sync still hold.
+    #[tokio::test]
+    async fn sqlite_ledger_keeps_its_entries_in_one_btree() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::connect(dir.path().join("m.db").to_str().unwrap())
+            .await
+            .unwrap();
+        migrator_before(13, false).run(&store.pool).await.unwrap();
+        for statement in PARENTS.iter().chain([&ENTRIES]) {
+            sqlx::query(statement).execute(&store.pool).await.unwrap();
+        }
+        store.migrate().await.unwrap();
+        let layout: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'sync_ledger'")
+                .fetch_one(&store.pool)
+                .await
+                .unwrap();
+        assert!(layout.contains("WITHOUT ROWID"), "{layout}");
+        let entries: Vec<Entry> = sqlx::query_as(READ).fetch_all(&store.pool).await.unwrap();
+        assert_eq!(entries, expected());
+        let duplicate = sqlx::query(ENTRIES).execute(&store.pool).await;
+        assert!(duplicate.is_err(), "the key still holds");
+        sqlx::query("DELETE FROM syncs WHERE id = 's'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sync_ledger")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert_eq!(left, 0, "deleting the sync deletes its entries");
+    }
+
+    /// On PostgreSQL migration 13 changes nothing and the entries stay.
+    #[tokio::test]
+    async fn postgres_ledger_is_unchanged_by_migration_13() {
+        let Some(db) = postgres_database("store_migration_13").await else {
+            return;
+        };
+        let store = PostgresStore::connect(&db.url).await.unwrap();
+        migrator_before(13, true).run(&store.pool).await.unwrap();
+        for statement in PARENTS.iter().chain([&ENTRIES]) {
+            sqlx::query(statement).execute(&store.pool).await.unwrap();
+        }
+        store.migrate().await.unwrap();
+        let entries: Vec<Entry> = sqlx::query_as(READ).fetch_all(&store.pool).await.unwrap();
+        assert_eq!(entries, expected());
+        store.pool.close().await;
+        db.drop_database().await;
     }
 }

@@ -17,7 +17,8 @@
 //! chunks: one `sync_execution_records` row holds consecutive lines joined by `\n` and is
 //! keyed by the number of its first line, so a million-record run writes a few thousand
 //! rows rather than millions (rows written before chunking hold one line each and read the
-//! same way). When an execution ends, the logs of the sync's executions older than the
+//! same way). A chunk of 512 bytes or more is stored LZ4-compressed in `packed`
+//! (migration 12), with `line` left empty. When an execution ends, the logs of the sync's executions older than the
 //! [`RECORD_LOG_EXECUTIONS_KEPT`] most recent are deleted; the execution rows stay.
 
 use async_trait::async_trait;
@@ -325,7 +326,11 @@ macro_rules! impl_sync_row {
             }
 
             fn to_chunk(&self) -> Result<(i64, String)> {
-                Ok((self.try_get("seq")?, self.try_get("line")?))
+                let text = match self.try_get::<Option<&[u8]>, _>("packed")? {
+                    Some(packed) => unpack(packed)?,
+                    None => self.try_get("line")?,
+                };
+                Ok((self.try_get("seq")?, text))
             }
         }
     };
@@ -364,8 +369,36 @@ const RECORD_CHUNK_LINES: usize = 1_000;
 /// 10,000 lines touches at most a few of them).
 const RECORD_CHUNK_BYTES: usize = 256 * 1024;
 
-/// Record-log chunks written per statement (3 binds each).
+/// Record-log chunks written per statement (4 binds each).
 const RECORD_WRITE_ROWS: usize = 20;
+
+/// Chunks with less text than this are stored as text: compressing them saves little.
+const PACK_MIN_BYTES: usize = 512;
+
+/// The most text a packed chunk may say it holds. Chunks close at [`RECORD_CHUNK_BYTES`],
+/// so only a chunk of one huge line comes near; a corrupt length must not allocate more.
+const PACKED_TEXT_MAX: usize = 1 << 30;
+
+/// The `packed` column of a chunk: its text as an LZ4 block preceded by the text's length
+/// (4 bytes, little-endian), or `None` to keep short text as it is. JSON lines of one log
+/// repeat their keys and most of their shape, so a chunk shrinks several times over, and
+/// the store writes (and copies, and checkpoints) that much less.
+fn pack(text: &str) -> Option<Vec<u8>> {
+    (text.len() >= PACK_MIN_BYTES).then(|| lz4_flex::block::compress_prepend_size(text.as_bytes()))
+}
+
+/// The text of a `packed` column.
+fn unpack(packed: &[u8]) -> Result<String> {
+    let invalid = |what: &dyn std::fmt::Display| corrupt(&format!("packed record log: {what}"));
+    let (length, _) =
+        lz4_flex::block::uncompressed_size(packed).map_err(|error| invalid(&error))?;
+    if length > PACKED_TEXT_MAX {
+        return Err(invalid(&format!("claims {length} bytes")));
+    }
+    let bytes =
+        lz4_flex::block::decompress_size_prepended(packed).map_err(|error| invalid(&error))?;
+    String::from_utf8(bytes).map_err(|error| invalid(&error))
+}
 
 /// The log every record line is in.
 const RECORDS: &str = "records";
@@ -885,23 +918,30 @@ macro_rules! impl_syncs {
                     return Ok(());
                 }
                 let chunks = chunk_lines(stored_lines(lines));
+                let packed: Vec<Option<Vec<u8>>> =
+                    chunks.iter().map(|chunk| pack(&chunk.text)).collect();
                 let mut tx = self.begin_write().await?;
-                // Multi-row statements: 3 binds per chunk plus the execution id.
-                for rows in chunks.chunks(RECORD_WRITE_ROWS) {
+                // Multi-row statements: 4 binds per chunk plus the execution id.
+                for (rows, packed) in chunks
+                    .chunks(RECORD_WRITE_ROWS)
+                    .zip(packed.chunks(RECORD_WRITE_ROWS))
+                {
                     let values: Vec<String> = (0..rows.len())
-                        .map(|i| format!("($1, {})", placeholders(2 + i * 3, 3)))
+                        .map(|i| format!("($1, {})", placeholders(2 + i * 4, 4)))
                         .collect();
                     let sql = format!(
-                        "INSERT INTO sync_execution_records (execution_id, log_type, seq, line) \
-                         VALUES {}",
+                        "INSERT INTO sync_execution_records \
+                         (execution_id, log_type, seq, line, packed) VALUES {}",
                         values.join(", ")
                     );
                     let mut query = sqlx::query(&sql).bind(id.to_string());
-                    for chunk in rows {
+                    for (chunk, packed) in rows.iter().zip(packed) {
+                        let text = if packed.is_some() { "" } else { chunk.text.as_str() };
                         query = query
                             .bind(chunk.stored_type().into_owned())
                             .bind(chunk.first_seq)
-                            .bind(&chunk.text);
+                            .bind(text)
+                            .bind(packed.as_deref());
                     }
                     query.execute(&mut *tx).await?;
                 }
@@ -954,7 +994,7 @@ macro_rules! impl_syncs {
                 // Lines are numbered without gaps (whether kept as text or as references):
                 // the count is the last chunk's first line number plus its lines.
                 let row = sqlx::query(
-                    "SELECT seq, line FROM sync_execution_records \
+                    "SELECT seq, line, packed FROM sync_execution_records \
                      WHERE execution_id = $1 AND log_type IN ($2, $3) \
                      ORDER BY seq DESC LIMIT 1",
                 )
@@ -984,7 +1024,7 @@ macro_rules! impl_syncs {
                 // The chunks overlapping [from_seq, end): from the last one starting at or
                 // before `from_seq` to the last one starting before `end`.
                 let rows = sqlx::query(
-                    "SELECT seq, line FROM sync_execution_records \
+                    "SELECT seq, line, packed FROM sync_execution_records \
                      WHERE execution_id = $1 AND log_type = $2 AND seq < $4 AND seq >= \
                      COALESCE((SELECT MAX(seq) FROM sync_execution_records \
                      WHERE execution_id = $1 AND log_type = $2 AND seq <= $3), 0) \

@@ -958,3 +958,131 @@ conformance!(
     ledger_changes,
     concurrent_writes
 );
+
+/// Writes a log of records like the engine's and an `errors` chunk in the text form of
+/// earlier versions (`packed` NULL); returns the execution and the lines of `records`.
+async fn packed_and_text_chunks(store: &DynStore) -> (Uuid, Vec<String>) {
+    let sync = sync_of(store).await;
+    let execution = store.create_execution(sync, "manual").await.unwrap();
+    let records: Vec<String> = (0..3_000)
+        .map(|n| {
+            json!({"identity": format!("C-{n:09}"), "id": null, "operation": "upsert",
+                   "values": {"Email": format!("person{n}@example.com"), "LastName": format!("Last{n}")}})
+            .to_string()
+        })
+        .collect();
+    let batch: Vec<RecordLine> = records
+        .iter()
+        .enumerate()
+        .map(|(seq, line)| RecordLine {
+            log_type: "records".to_string(),
+            seq: seq as i64,
+            line: line.clone(),
+        })
+        .chain(lines("warnings", 0, 3))
+        .collect();
+    store
+        .append_execution_records(execution.id, &batch)
+        .await
+        .unwrap();
+    (execution.id, records)
+}
+
+/// What the chunks of an execution's log hold: (chunks, packed ones, text bytes in `line`,
+/// bytes in `packed`).
+macro_rules! stored_chunks {
+    ($pool:expr, $execution:expr, $log:expr) => {{
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS chunks, COUNT(packed) AS packed, \
+             COALESCE(SUM(LENGTH(line)), 0) AS text, \
+             COALESCE(SUM(LENGTH(packed)), 0) AS packed_bytes \
+             FROM sync_execution_records WHERE execution_id = $1 AND log_type = $2",
+        )
+        .bind($execution.to_string())
+        .bind($log)
+        .fetch_one($pool)
+        .await
+        .unwrap();
+        use sqlx::Row as _;
+        (
+            row.get::<i64, _>("chunks"),
+            row.get::<i64, _>("packed"),
+            row.get::<i64, _>("text"),
+            row.get::<i64, _>("packed_bytes"),
+        )
+    }};
+}
+
+/// Checks the stored form, adds a chunk as earlier versions wrote it, and reads both back.
+macro_rules! packed_record_logs {
+    ($store:expr, $pool:expr) => {{
+        let store: DynStore = $store;
+        let (execution, records) = packed_and_text_chunks(&store).await;
+        let (chunks, packed, text, packed_bytes) =
+            stored_chunks!($pool, execution, "records");
+        let original: usize = records.iter().map(|line| line.len() + 1).sum();
+        assert!(chunks >= 3 && packed == chunks, "{chunks} chunks, {packed} packed");
+        assert_eq!(text, 0, "packed chunks keep no text");
+        assert!(
+            (packed_bytes as usize) * 3 < original,
+            "{packed_bytes} bytes packed from {original}"
+        );
+        // Three short lines stay text.
+        assert_eq!(stored_chunks!($pool, execution, "warnings").1, 0);
+        // A chunk written before packing existed.
+        sqlx::query(
+            "INSERT INTO sync_execution_records (execution_id, log_type, seq, line) \
+             VALUES ($1, 'errors', 0, $2)",
+        )
+        .bind(execution.to_string())
+        .bind("{\"e\":0}\n{\"e\":1}")
+        .execute($pool)
+        .await
+        .unwrap();
+        let read = store
+            .execution_records(execution, "records", 0, 10_000)
+            .await
+            .unwrap();
+        assert_eq!(read.iter().map(|l| &l.line).collect::<Vec<_>>(), records.iter().collect::<Vec<_>>());
+        let page = store
+            .execution_records(execution, "records", 1_234, 5)
+            .await
+            .unwrap();
+        assert_eq!(page[0].line, records[1_234]);
+        assert_eq!(store.count_execution_records(execution, "records").await.unwrap(), 3_000);
+        let errors = store.execution_records(execution, "errors", 0, 10).await.unwrap();
+        assert_eq!(errors.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), ["{\"e\":0}", "{\"e\":1}"]);
+        assert_eq!(store.count_execution_records(execution, "errors").await.unwrap(), 2);
+        // A damaged chunk is reported, not read as something else.
+        sqlx::query("UPDATE sync_execution_records SET packed = $1 WHERE execution_id = $2 AND log_type = 'records' AND seq = 0")
+            .bind(vec![200u8, 0, 0, 0, 1, 2, 3])
+            .bind(execution.to_string())
+            .execute($pool)
+            .await
+            .unwrap();
+        let damaged = store.execution_records(execution, "records", 0, 10).await;
+        assert!(matches!(&damaged, Err(StoreError::Corrupt(message)) if message.contains("packed record log")), "{damaged:?}");
+    }};
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_record_logs_are_packed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::connect(dir.path().join("ferry.db").to_str().unwrap())
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    packed_record_logs!(Arc::new(store.clone()), store.pool());
+}
+
+#[tokio::test]
+async fn postgres_record_logs_are_packed() {
+    let Some(db) = postgres_database("syncs_record_logs_are_packed").await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    packed_record_logs!(Arc::new(store.clone()), store.pool());
+    store.pool().close().await;
+    db.drop_database().await;
+}
