@@ -84,7 +84,11 @@ pub const PARALLEL_WRITES: usize = 4;
 /// peak RSS 247–258 MB, over the 256 MB budget. Once a row in flight held only its log
 /// text and the run's buffers shrank, 1 → 20–24 s at 166–172 MB, and 2 → 14–19 s at
 /// 182–195 MB (175 MB at 100k rows): with one job behind it, the next job's upload and
-/// first poll waited on the one before; 3 → 17–18 s at 217–219 MB, no better.
+/// first poll waited on the one before; 3 → 17–18 s at 217–219 MB, no better. Measured
+/// again once the SQLite store wrote a third less (packed record logs, a one-B-tree
+/// ledger): 3 → 12.5 and 13.6 s at 226 and 237 MB (192 MB at 100k), 2 → 14.2 and 15.6 s
+/// at 198 and 208 MB (167 MB at 100k). Three would be faster but leave under a tenth of
+/// the 256 MB budget where two leave a fifth, and two already meet the time target.
 pub const JOBS_IN_FLIGHT: usize = 2;
 
 /// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
