@@ -87,8 +87,10 @@ pub const PARALLEL_WRITES: usize = 4;
 /// first poll waited on the one before; 3 → 17–18 s at 217–219 MB, no better. Measured
 /// again once the SQLite store wrote a third less (packed record logs, a one-B-tree
 /// ledger): 3 → 12.5 and 13.6 s at 226 and 237 MB (192 MB at 100k), 2 → 14.2 and 15.6 s
-/// at 198 and 208 MB (167 MB at 100k). Three would be faster but leave under a tenth of
-/// the 256 MB budget where two leave a fifth, and two already meet the time target.
+/// at 198 and 208 MB (167 MB at 100k); but a later pair (with `MIMALLOC_PURGE_DELAY=250`)
+/// gave 3 → 13.95 and 14.70 s at 217 and 226 MB against 2 → 13.98 s at 192 MB. Any gain of
+/// three is within the run-to-run noise, while it leaves under a tenth of the 256 MB
+/// budget where two leave a fifth.
 pub const JOBS_IN_FLIGHT: usize = 2;
 
 /// Rows read per window when Bulk may be used (a window fills whole Bulk batches).
