@@ -18,8 +18,9 @@
 //! keyed by the number of its first line, so a million-record run writes a few thousand
 //! rows rather than millions (rows written before chunking hold one line each and read the
 //! same way). A chunk of 512 bytes or more is stored LZ4-compressed in `packed`
-//! (migration 12), with `line` left empty. When an execution ends, the logs of the sync's executions older than the
-//! [`RECORD_LOG_EXECUTIONS_KEPT`] most recent are deleted; the execution rows stay.
+//! (migration 12), with `line` left empty. When an execution ends, the logs of the sync's
+//! executions older than the [`RECORD_LOG_EXECUTIONS_KEPT`] most recent are deleted; the
+//! execution rows stay.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
