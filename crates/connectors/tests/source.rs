@@ -275,6 +275,19 @@ async fn read_windows(
     batches
 }
 
+/// Per batch: (rows built, rows read, skipped).
+fn shapes(batches: &[(Vec<Vec<Value>>, RawWindow)]) -> Vec<(usize, usize, bool)> {
+    batches
+        .iter()
+        .map(|(rows, raw)| (rows.len(), raw.rows, raw.skipped))
+        .collect()
+}
+
+/// Per batch: the source's fingerprint.
+fn fingerprints(batches: &[(Vec<Vec<Value>>, RawWindow)]) -> Vec<u128> {
+    batches.iter().map(|(_, raw)| raw.fingerprint).collect()
+}
+
 #[tokio::test]
 async fn postgresql_leaves_skipped_windows_unbuilt() {
     let Some(db) = ferry_store::testing::postgres_database("source_pg_skip").await else {
@@ -286,16 +299,12 @@ async fn postgresql_leaves_skipped_windows_unbuilt() {
 
     // Unanswered: every window is built, each with its fingerprint.
     let all = read_windows(pg, &config, query, drop).await;
-    let sizes: Vec<(usize, usize, bool)> = all
-        .iter()
-        .map(|(rows, raw)| (rows.len(), raw.rows, raw.skipped))
-        .collect();
     assert_eq!(
-        sizes,
+        shapes(&all),
         vec![(1000, 1000, false), (1000, 1000, false), (500, 500, false)]
     );
     assert_eq!(all[2].0[499], vec![json!(2500), json!("row 2500")]);
-    let prints: Vec<u128> = all.iter().map(|(_, raw)| raw.fingerprint).collect();
+    let prints = fingerprints(&all);
     assert!(prints[0] != prints[1] && prints[1] != prints[2]);
 
     // Skipping windows 0 and 2 by their fingerprints: the test sees what the reader read.
@@ -307,18 +316,13 @@ async fn postgresql_leaves_skipped_windows_unbuilt() {
         number != 1 && wanted.get(number) == Some(&raw.fingerprint)
     });
     let skipped = read_windows(pg, &config, query, move |skips| skips.answer(Some(skip))).await;
-    let sizes: Vec<(usize, usize, bool)> = skipped
-        .iter()
-        .map(|(rows, raw)| (rows.len(), raw.rows, raw.skipped))
-        .collect();
     assert_eq!(
-        sizes,
+        shapes(&skipped),
         vec![(0, 1000, true), (1000, 1000, false), (0, 500, true)]
     );
     assert_eq!(skipped[1].0, all[1].0);
     assert_eq!(*asked.lock().unwrap(), vec![0, 1, 2]);
-    let again: Vec<u128> = skipped.iter().map(|(_, raw)| raw.fingerprint).collect();
-    assert_eq!(again, prints);
+    assert_eq!(fingerprints(&skipped), prints);
 
     // One changed value changes only its window's fingerprint; so does a changed type.
     let changed = read_windows(
@@ -329,7 +333,7 @@ async fn postgresql_leaves_skipped_windows_unbuilt() {
         |skips| skips.answer(None),
     )
     .await;
-    let changed: Vec<u128> = changed.iter().map(|(_, raw)| raw.fingerprint).collect();
+    let changed = fingerprints(&changed);
     assert_eq!((changed[0], changed[2]), (prints[0], prints[2]));
     assert_ne!(changed[1], prints[1]);
     let retyped = read_windows(
@@ -340,10 +344,10 @@ async fn postgresql_leaves_skipped_windows_unbuilt() {
     )
     .await;
     assert!(
-        retyped
+        fingerprints(&retyped)
             .iter()
             .zip(&prints)
-            .all(|((_, raw), print)| raw.fingerprint != *print)
+            .all(|(print, before)| print != before)
     );
 
     db.drop_database().await;
